@@ -1,0 +1,33 @@
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Torch is pinned here (CPU machines take it from local files); pyproject keeps a range that admits it.
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[test]" opencv-python-headless
+	$(PY) -m pip uninstall -y -q opencv-python 2>/dev/null || true
+	$(PY) -m pip install -q --force-reinstall --no-deps opencv-python-headless
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check zoo tests train.py benchmarks
+	$(PY) -m ruff format --check zoo tests train.py benchmarks
+
+demo: install
+	$(PY) -m zoo.demo
+
+clean:
+	rm -rf $(VENV) runs lightning_logs

@@ -1,0 +1,13 @@
+"""zoo: semantic segmentation built around DeepLab's aligned Xception.
+
+Importing the package registers every encoder, decoder and dataset (and the zoo's Xceptions in smp's
+encoder table), so nothing depends on import order.
+"""
+
+from zoo.datasets import build_dataset, list_datasets
+from zoo.decoders import list_decoders
+from zoo.encoders import build_encoder, list_encoders
+
+__version__ = "0.1.0"
+
+__all__ = ["build_dataset", "build_encoder", "list_datasets", "list_decoders", "list_encoders"]
