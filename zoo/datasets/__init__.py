@@ -17,4 +17,8 @@ def build_dataset(name: str, **kwargs):
     return DATASETS.get(name)(**kwargs)
 
 
-__all__ = ["DATASETS", "build_dataset", "list_datasets"]
+# Every module that registers a dataset, imported once DATASETS exists (they import it from here).
+from zoo.datasets import cityscapes, folder, shapes, voc  # noqa: E402, F401
+from zoo.datasets.io import read_image, read_mask, write_mask  # noqa: E402
+
+__all__ = ["DATASETS", "build_dataset", "list_datasets", "read_image", "read_mask", "write_mask"]

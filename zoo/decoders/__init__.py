@@ -12,4 +12,7 @@ def list_decoders() -> list[str]:
     return DECODERS.names()
 
 
+# Importing the modules registers them (after DECODERS exists, which they import).
+from zoo.decoders import deeplabv3, deeplabv3plus, fcn, unet  # noqa: E402, F401
+
 __all__ = ["DECODERS", "list_decoders"]

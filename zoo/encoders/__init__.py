@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from zoo.encoders.base import Encoder, FeatureInfo
+from zoo.encoders.external import ExternalEncoder, build_external, is_external_name
+from zoo.encoders.smp_interop import register_smp
+from zoo.encoders.xception_aligned import SPECS, AlignedXception, build_aligned_xception
+from zoo.encoders.xception_legacy import LegacyXception, build_legacy_xception
 from zoo.registry import Registry
 
 ENCODERS: Registry = Registry("encoder")
+
+for _name in SPECS:
+    ENCODERS.register(_name)(partial(build_aligned_xception, _name))
+ENCODERS.register("xception")(build_legacy_xception)
+for _name in ENCODERS.names():
+    register_smp(_name, ENCODERS.get(_name))
 
 
 def list_encoders() -> list[str]:
@@ -32,7 +43,26 @@ def build_encoder(
         in_channels: channels of the input image.
         **kwargs: encoder-specific arguments (e.g. ``width`` for the zoo's Xceptions).
     """
-    return ENCODERS.get(name)(output_stride=output_stride, weights=weights, in_channels=in_channels, **kwargs)
+    if name in ENCODERS:
+        builder = ENCODERS.get(name)
+    elif is_external_name(name):
+        builder = partial(build_external, name)
+    else:
+        valid = ", ".join(ENCODERS.names())
+        raise KeyError(
+            f"unknown encoder {name!r}; zoo encoders: {valid}; smp encoder names (e.g. resnet50, mobilenet_v2) "
+            "and tu-<timm model> (e.g. tu-inception_v3) are also accepted"
+        )
+    return builder(output_stride=output_stride, weights=weights, in_channels=in_channels, **kwargs)
 
 
-__all__ = ["ENCODERS", "Encoder", "FeatureInfo", "build_encoder", "list_encoders"]
+__all__ = [
+    "ENCODERS",
+    "AlignedXception",
+    "Encoder",
+    "ExternalEncoder",
+    "LegacyXception",
+    "FeatureInfo",
+    "build_encoder",
+    "list_encoders",
+]

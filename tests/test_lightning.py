@@ -1,0 +1,315 @@
+"""Training: metrics, a fast_dev_run on shapes, checkpoint contents, resuming, and DDP on the CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+from PIL import Image
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from zoo.lightning import SegmentationDataModule, SegmentationModule
+from zoo.metrics import confusion_matrix_metric, scores_from_confusion
+
+TINY_MODEL = dict(encoder="xception65", decoder="deeplabv3plus", encoder_kwargs={"width": 0.125})
+
+
+def tiny_data(**kwargs) -> SegmentationDataModule:
+    args = dict(
+        dataset="shapes",
+        crop_size=48,
+        batch_size=2,
+        val_batch_size=2,
+        num_workers=0,
+        dataset_kwargs={"size": 48, "num_images": 4},
+    )
+    return SegmentationDataModule(**{**args, **kwargs})
+
+
+def tiny_module(data: SegmentationDataModule, **kwargs) -> SegmentationModule:
+    args = dict(num_classes=data.num_classes, class_names=data.class_names, palette=data.palette, **TINY_MODEL)
+    return SegmentationModule(**{**args, **kwargs})
+
+
+def tiny_trainer(tmp_path, **kwargs) -> pl.Trainer:
+    args = dict(
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return pl.Trainer(**{**args, **kwargs})
+
+
+# ---------------------------------------------------------------- metrics
+def test_miou_matches_hand_computed_confusion_matrix():
+    # 4 classes; class 3 appears in neither target nor prediction; 255 pixels are ignored.
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 255]])
+    preds = torch.tensor([[0, 1, 1, 1], [2, 0, 3, 2]])  # prediction under an ignore pixel does not count
+    metric = confusion_matrix_metric(num_classes=4)
+    metric.update(preds[:1], target[:1])  # two updates: the matrix accumulates over batches
+    metric.update(preds[1:], target[1:])
+    cm = metric.compute()
+    expected = torch.tensor([[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+    assert torch.equal(cm.cpu(), expected)
+
+    scores = scores_from_confusion(cm)
+    # IoU = TP / (TP + FP + FN): class 0: 1/(1+1+1), class 1: 2/(2+1+0), class 2: 1/(1+0+1), class 3: absent.
+    iou = scores.iou.tolist()
+    assert iou[:3] == pytest.approx([1 / 3, 2 / 3, 1 / 2])
+    assert math.isnan(iou[3])
+    assert scores.miou == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert scores.pixel_accuracy == pytest.approx(4 / 6)
+
+
+def test_class_only_in_prediction_counts_with_iou_zero():
+    cm = torch.tensor([[3, 1], [0, 0]])  # class 1 never in the ground truth but predicted once
+    scores = scores_from_confusion(cm)
+    assert scores.iou.tolist() == pytest.approx([0.75, 0.0])
+    assert scores.miou == pytest.approx(0.375)
+
+
+def test_scores_reject_non_square_matrix():
+    with pytest.raises(ValueError, match="square"):
+        scores_from_confusion(torch.zeros(2, 3))
+
+
+# ----------------------------------------------------------- module / data
+def test_module_rejects_mismatched_class_lists():
+    with pytest.raises(ValueError, match="class_weights has 2 entries, expected num_classes=5"):
+        SegmentationModule(num_classes=5, class_weights=[1.0, 2.0], **TINY_MODEL)
+
+
+def test_datamodule_rejects_unknown_dataset():
+    with pytest.raises(KeyError, match="unknown dataset 'nope'"):
+        SegmentationDataModule(dataset="nope")
+
+
+def test_datamodule_knows_shapes_classes():
+    data = tiny_data()
+    assert data.num_classes == 5
+    assert data.class_names[0] == "background"
+    assert len(data.palette) == 5
+
+
+def test_datamodule_reads_classes_of_a_voc_layout_root(tmp_path):
+    from zoo.datasets.shapes import SHAPES_CLASSES, write_shapes
+
+    root = write_shapes(tmp_path / "shapes", num_train=2, num_val=2, size=40)
+    data = SegmentationDataModule(dataset="voc", root=str(root))
+    assert data.class_names == list(SHAPES_CLASSES) and data.num_classes == 5  # from root/classes.txt
+
+
+def test_prepare_data_writes_missing_shapes(tmp_path):
+    root = tmp_path / "shapes"
+    data = tiny_data(
+        dataset="voc",
+        root=str(root),
+        dataset_kwargs=None,
+        write_shapes_if_missing={"num_train": 2, "num_val": 2, "size": 40},
+    )
+    assert data.num_classes == 5 and not root.exists()  # known before the files exist (for link_arguments)
+    data.prepare_data()
+    assert (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split() == [
+        "shapes_train_00000",
+        "shapes_train_00001",
+    ]
+    data.hparams.mean, data.hparams.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert batch["image"].shape == (2, 3, 48, 48) and batch["mask"].dtype == torch.long
+
+
+def first_batches(seed: int, num_workers: int, count: int = 4) -> list[torch.Tensor]:
+    pl.seed_everything(seed, workers=True)
+    data = tiny_data(num_workers=num_workers, batch_size=1, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    data.setup("fit")
+    batches = []
+    for batch in data.train_dataloader():
+        batches.append(batch["image"])
+        if len(batches) == count:
+            break
+    return batches
+
+
+def test_augmentation_is_reproducible_from_the_global_seed_with_workers():
+    a, b, c = first_batches(0, num_workers=2), first_batches(0, num_workers=2), first_batches(1, num_workers=2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_fast_dev_run_on_shapes(tmp_path):
+    pl.seed_everything(0, workers=True)
+    data = tiny_data()
+    module = tiny_module(data, aux_head=True)
+    trainer = tiny_trainer(tmp_path, fast_dev_run=True)
+    trainer.fit(module, datamodule=data)
+    assert trainer.state.finished
+    assert trainer.global_step == 1
+    loss = trainer.callback_metrics["train_loss"]
+    assert torch.isfinite(loss)
+    assert 0.0 <= float(trainer.callback_metrics["val_miou"]) <= 1.0
+    # the data module read the normalisation from the model's encoder
+    assert data.datasets["train"].transform is not None
+    assert module.val_scores is not None and module.val_scores.confusion.sum() > 0
+
+
+def test_checkpoint_stores_zoo_meta(tmp_path):
+    pl.seed_everything(0)
+    data = tiny_data()
+    module = tiny_module(data, optimizer="adamw", lr=1e-3)
+    trainer = tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(module, datamodule=data)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    meta = checkpoint["zoo"]
+    assert set(meta) == {"build_args", "class_names", "palette", "mean", "std"}
+    assert meta["build_args"] == module.model.build_args
+    assert meta["class_names"] == data.class_names
+    assert meta["palette"] == [list(c) for c in data.palette]
+    assert meta["mean"] == list(module.model.mean) and meta["std"] == list(module.model.std)
+    model_keys = {k for k in checkpoint["state_dict"] if k.startswith("model.")}
+    assert model_keys == {f"model.{k}" for k in module.model.state_dict()}
+    # zoo.models.load_model rebuilds the same network from the Lightning checkpoint
+    from zoo.models import load_model
+
+    loaded = load_model(path)
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), module.model.eval()(x), atol=1e-5)
+    assert loaded.class_names == data.class_names
+
+
+class RecordLR(Callback):
+    """Records (global_step, lr) before every optimizer step."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, float]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.append((trainer.global_step, trainer.optimizers[0].param_groups[0]["lr"]))
+
+
+def test_resume_continues_global_step_and_poly_lr(tmp_path):
+    lr, total = 0.01, 6
+
+    def run(folder, ckpt_path=None, **trainer_kwargs):
+        pl.seed_everything(0)
+        data = tiny_data(dataset_kwargs={"size": 48, "num_images": 8})
+        module = tiny_module(data, lr=lr)
+        record = RecordLR()
+        trainer = tiny_trainer(folder, max_steps=total, limit_val_batches=0, **trainer_kwargs)
+        trainer.callbacks.append(record)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        return trainer, record.seen
+
+    straight, seen_straight = run(tmp_path / "straight")
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1, monitor=None)
+    run(tmp_path / "first", callbacks=[saver])
+    ckpt = tmp_path / "ckpt" / "epoch=0-step=3.ckpt"
+    assert ckpt.is_file(), sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    resumed, seen_resumed = run(tmp_path / "resumed", ckpt_path=ckpt)
+
+    expected = [(step, lr * (1 - step / total) ** 0.9) for step in range(total)]
+    assert [s for s, _ in seen_straight] == list(range(total))
+    assert [v for _, v in seen_straight] == pytest.approx([v for _, v in expected])
+    assert [s for s, _ in seen_resumed] == [3, 4, 5]  # the resumed run starts at step 3, not 0
+    assert [v for _, v in seen_resumed] == pytest.approx([v for _, v in expected[3:]])
+    assert resumed.global_step == straight.global_step == total
+    final = [t.optimizers[0].param_groups[0]["lr"] for t in (straight, resumed)]
+    assert final[0] == pytest.approx(final[1]) and final[0] == pytest.approx(0.0)
+
+
+# ---------------------------------------------------------------------- DDP
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import pytorch_lightning as pl
+    from zoo.lightning import SegmentationDataModule, SegmentationModule
+
+    devices, out = int(sys.argv[1]), sys.argv[2]
+    pl.seed_everything(0)
+    data = SegmentationDataModule(dataset="shapes", crop_size=48, val_batch_size=1, num_workers=0,
+                                  dataset_kwargs={"size": 48, "num_images": 6})
+    module = SegmentationModule(encoder="xception65", decoder="deeplabv3plus", encoder_kwargs={"width": 0.125},
+                                num_classes=data.num_classes, class_names=data.class_names)
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+                         logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=out + "_root")
+    trainer.validate(module, datamodule=data)
+    if trainer.is_global_zero:
+        scores = module.val_scores
+        json.dump({"world_size": trainer.world_size, "miou": scores.miou,
+                   "confusion": scores.confusion.tolist()}, open(out, "w"))
+    """
+)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_match_one_process(tmp_path):
+    """Lightning's ``ddp`` strategy (gloo on the CPU) re-launches the running script for the second rank,
+    so the run is a standalone script started with subprocess rather than pytest itself."""
+    script = tmp_path / "validate.py"
+    script.write_text(DDP_SCRIPT)
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / f"result{devices}.json"
+        proc = subprocess.run(
+            [sys.executable, str(script), str(devices), str(out)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[devices] = json.loads(out.read_text())
+    assert results[1]["world_size"] == 1 and results[2]["world_size"] == 2
+    from zoo.datasets.shapes import ShapesDataset
+
+    labelled = sum(int((item["mask"] != 255).sum()) for item in ShapesDataset(split="val", size=48, num_images=6))
+    assert np.asarray(results[1]["confusion"]).sum() == labelled
+    assert results[2]["confusion"] == results[1]["confusion"]  # one matrix over the whole split, summed over ranks
+    assert results[2]["miou"] == pytest.approx(results[1]["miou"])
+
+
+# --------------------------------------------------------------------- demo
+def test_demo_writes_shapes_trains_and_draws_overlays(tmp_path, monkeypatch, capsys):
+    """The demo end to end on a shrunken quickstart config: files in VOC layout, training, overlays."""
+    from zoo import demo
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml").read_text())
+    config["trainer"].update(max_steps=2, val_check_interval=2, enable_progress_bar=False)
+    config["model"]["encoder_kwargs"] = {"width": 0.125}
+    config["data"].update(crop_size=48, batch_size=2, val_batch_size=2)
+    config["data"]["write_shapes_if_missing"] = {"num_train": 4, "num_val": 2, "seed": 0, "size": 48}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+
+    assert demo.main(["--config", str(path), "--output", "overlays", "--num-overlays", "2"]) == 0
+    root = Path(config["data"]["root"])
+    assert (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split() == [
+        "shapes_val_00000",
+        "shapes_val_00001",
+    ]
+    strips = sorted(Path("overlays").glob("*.png"))
+    assert [p.name for p in strips] == ["shapes_val_00000.png", "shapes_val_00001.png"]
+    assert np.asarray(Image.open(strips[0])).shape == (48, 3 * 48, 3)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("demo: validation mIoU ") and "overlays" in last
+    miou = float(last.split()[3])
+    assert 0.0 <= miou <= 1.0
+    assert list(Path("runs/quickstart").glob("version_0/checkpoints/*.ckpt"))

@@ -1,0 +1,218 @@
+"""BatchNorm folding and the fast inference path (outputs equal to the model's; speed is never asserted)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import zoo
+from zoo.optimize import (
+    count_batchnorms,
+    find_conv_bn_pairs,
+    fold_batchnorm,
+    fold_conv_bn,
+    optimize_for_inference,
+)
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine parameters, so folding has something to fold."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                    m.bias.copy_(torch.rand(n, generator=g) - 0.5)
+    return model.eval()
+
+
+class SeparableDwPwBn(nn.Module):
+    """depthwise -> pointwise -> BN: only the pointwise conv may take the BatchNorm."""
+
+    def __init__(self, chs: int = 8, out: int = 12) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(chs, chs, 3, padding=2, dilation=2, groups=chs, bias=False)
+        self.pw = nn.Conv2d(chs, out, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out)
+
+    def forward(self, x):
+        return self.bn(self.pw(self.dw(x)))
+
+
+class SeparableBnBoth(nn.Module):
+    """depthwise -> BN -> ReLU -> pointwise -> BN (DeepLab's separable conv): both fold."""
+
+    def __init__(self, chs: int = 8, out: int = 12) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(chs, chs, 3, padding=1, groups=chs, bias=False)
+        self.bn_dw = nn.BatchNorm2d(chs)
+        self.act = nn.ReLU(inplace=True)
+        self.pw = nn.Conv2d(chs, out, 1, bias=False)
+        self.bn_pw = nn.BatchNorm2d(out)
+
+    def forward(self, x):
+        return self.bn_pw(self.pw(self.act(self.bn_dw(self.dw(x)))))
+
+
+class SharedConvOutput(nn.Module):
+    """The conv's output also feeds a residual sum: folding the BN would change the sum, so it must not."""
+
+    def __init__(self, chs: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(chs, chs, 3, padding=1)
+        self.bn = nn.BatchNorm2d(chs)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y) + y
+
+
+class InplaceBeforeBn(nn.Module):
+    """An in-place activation between conv and BN: not a conv-BN pair."""
+
+    def __init__(self, chs: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(chs, chs, 3, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.bn = nn.BatchNorm2d(chs)
+
+    def forward(self, x):
+        return self.bn(self.act(self.conv(x)))
+
+
+@pytest.mark.parametrize("groups", [1, 2, 8])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("affine", [False, True])
+def test_fold_conv_bn_is_exact(groups: int, bias: bool, affine: bool) -> None:
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=groups, bias=bias)
+    bn = nn.BatchNorm2d(8, eps=1e-3, affine=affine)
+    _randomise_bn(bn)
+    x = torch.randn(2, 8, 17, 23)
+    with torch.no_grad():
+        expected = bn(conv(x))
+        got = fold_conv_bn(conv, bn)(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_fold_conv_bn_rejects_mismatched_channels() -> None:
+    with pytest.raises(ValueError, match="cannot fold a BatchNorm of 4 features into a conv of 8"):
+        fold_conv_bn(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(4))
+
+
+def test_fold_follows_data_flow_in_depthwise_pointwise_block() -> None:
+    model = _randomise_bn(SeparableDwPwBn())
+    x = torch.randn(1, 8, 21, 19)
+    assert find_conv_bn_pairs(model, x) == [("pw", "bn")]
+    folded = fold_batchnorm(model, x)
+    assert folded.dw.bias is None  # the depthwise conv is untouched
+    assert isinstance(folded.bn, nn.Identity)
+    assert count_batchnorms(model) == 1  # the original is left as it was
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=0, atol=1e-5)
+
+
+def test_fold_both_batchnorms_of_a_separable_conv() -> None:
+    model = _randomise_bn(SeparableBnBoth())
+    x = torch.randn(2, 8, 16, 16)
+    assert sorted(find_conv_bn_pairs(model, x)) == [("dw", "bn_dw"), ("pw", "bn_pw")]
+    folded = fold_batchnorm(model, x)
+    assert count_batchnorms(folded) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("module_cls", [SharedConvOutput, InplaceBeforeBn])
+def test_no_fold_when_conv_output_is_read_elsewhere(module_cls: type[nn.Module]) -> None:
+    model = _randomise_bn(module_cls())
+    x = torch.randn(1, 8, 12, 12)
+    assert find_conv_bn_pairs(model, x) == []
+    folded = fold_batchnorm(model, x)
+    assert count_batchnorms(folded) == 1
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=0, atol=0)
+
+
+def test_fold_keeps_activation_of_timm_batchnorm_act() -> None:
+    from timm.layers import BatchNormAct2d
+
+    model = _randomise_bn(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), BatchNormAct2d(8, act_layer=nn.ReLU)))
+    x = torch.randn(1, 3, 15, 15)
+    folded = fold_batchnorm(model, x)
+    assert count_batchnorms(folded) == 0
+    with torch.no_grad():
+        out = folded(x)
+        torch.testing.assert_close(out, model(x), rtol=0, atol=1e-5)
+    assert out.min() >= 0  # the ReLU survived the folding
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = zoo.build_model("xception65", "deeplabv3plus", num_classes=5, encoder_kwargs={"width": 0.125})
+    return _randomise_bn(model)
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnxruntime", "auto"])
+def test_optimized_model_matches_at_two_sizes(tiny_model: nn.Module, backend: str) -> None:
+    example = torch.randn(1, 3, 64, 64)
+    optimized = optimize_for_inference(tiny_model, example_input=example, backend=backend)
+    assert optimized.backend in ("eager", "onnxruntime")
+    assert optimized.folded_batchnorms > 0
+    for shape in [(1, 3, 64, 64), (2, 3, 97, 131)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = tiny_model(x)
+        got = optimized(x)
+        assert got.shape == expected.shape == (shape[0], 5, *shape[2:])
+        assert (got - expected).abs().max().item() <= 1e-3
+
+
+def test_optimize_leaves_the_model_unchanged(tiny_model: nn.Module) -> None:
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    batchnorms = count_batchnorms(tiny_model)
+    optimize_for_inference(tiny_model, example_input=torch.randn(1, 3, 64, 64), backend="eager")
+    assert count_batchnorms(tiny_model) == batchnorms
+    after = tiny_model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_optimized_encoder_returns_feature_list() -> None:
+    torch.manual_seed(0)
+    encoder = _randomise_bn(zoo.build_encoder("xception65", output_stride=16, width=0.125))
+    x = torch.randn(1, 3, 64, 64)
+    optimized = optimize_for_inference(encoder, example_input=x, backend="onnxruntime")
+    with torch.no_grad():
+        expected = encoder(x)
+    got = optimized(x)
+    assert isinstance(got, list) and len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert g.shape == e.shape
+        assert (g - e).abs().max().item() <= 1e-3
+
+
+def test_optimize_bad_arguments(tiny_model: nn.Module) -> None:
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        optimize_for_inference(tiny_model, example_input=x, backend="tensorrt")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        optimize_for_inference(tiny_model, example_input=x, precision="int8")
+    with pytest.raises(ValueError, match="backend 'onnxruntime' runs fp32 on the CPU only"):
+        optimize_for_inference(tiny_model, example_input=x, backend="onnxruntime", precision="bf16")
+    with pytest.raises(TypeError, match="example_input must be a tensor"):
+        optimize_for_inference(tiny_model, example_input=x.numpy())
+
+
+@pytest.mark.slow
+def test_compiled_backend_matches() -> None:
+    model = _randomise_bn(SeparableBnBoth())
+    x = torch.randn(1, 8, 16, 16)
+    optimized = optimize_for_inference(model, example_input=x, backend="compile")
+    assert optimized.backend == "compile"
+    with torch.no_grad():
+        assert (optimized(x) - model(x)).abs().max().item() <= 1e-3

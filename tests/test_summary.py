@@ -1,0 +1,78 @@
+"""``zoo summary``: encoder and model tables, counted on the meta device equal to counts on real tensors."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+from test_decoders import TinyEncoder
+
+from zoo import summary
+from zoo.encoders import ENCODERS
+from zoo.flops import count_macs, count_params
+from zoo.models import build_model
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setitem(
+        ENCODERS._entries, "tiny-test", lambda output_stride, weights, in_channels: TinyEncoder(output_stride)
+    )
+    return "tiny-test"
+
+
+def zoo_summary(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="zoo")
+    summary.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["summary", *argv])
+    return args.func(args)
+
+
+def markdown_rows(text: str) -> list[list[str]]:
+    lines = [line for line in text.strip().splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_models_markdown_table(tiny, capsys):
+    assert zoo_summary(["models", "--encoders", tiny, "--size", "64x96", "--num-classes", "5", "--markdown"]) == 0
+    rows = markdown_rows(capsys.readouterr().out)
+    assert rows[0] == ["Encoder", "Decoder", "OS", "Params (M)", "GMACs"]
+    assert rows[1] == ["---", "---", "---", "---:", "---:"]
+    assert [r[1] for r in rows[2:]] == ["deeplabv3", "deeplabv3plus", "fcn", "unet"]
+    for row in rows[2:]:
+        model = build_model(tiny, row[1], num_classes=5, output_stride=16)
+        assert row[:3] == [tiny, row[1], "16"]
+        assert row[3] == f"{count_params(model) / 1e6:.2f}"
+        # counted on the meta device; the same count on real tensors
+        assert row[4] == f"{count_macs(model, torch.zeros(1, 3, 64, 96)) / 1e9:.2f}"
+
+
+def test_encoders_exact_counts(tiny):
+    (row,) = summary.encoder_rows([tiny], (64, 64), 8, {})
+    encoder = TinyEncoder(8)
+    assert row.cells == (tiny, "2/4/8/8/8", "12")
+    assert row.params == count_params(encoder)
+    assert row.macs == count_macs(encoder, torch.zeros(1, 3, 64, 64)) > 0
+    (model_row,) = summary.model_rows([tiny], ["deeplabv3plus"], (64, 64), 16, 21, {})
+    model = build_model(tiny, "deeplabv3plus", num_classes=21)
+    assert model_row.macs == count_macs(model, torch.zeros(1, 3, 64, 64))
+
+
+def test_rich_table(tiny, capsys):
+    assert zoo_summary(["encoders", "--encoders", tiny, "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "Encoders at 64x64, output stride 32" in out and tiny in out and "2/4/8/16/32" in out
+
+
+def test_bad_input(tiny, capsys):
+    assert zoo_summary(["models", "--encoders", "no-such-encoder", "--decoders", "fcn", "--size", "64"]) == 2
+    assert "zoo summary: error: unknown encoder 'no-such-encoder'" in capsys.readouterr().err
+    assert zoo_summary(["models", "--encoders", tiny, "--decoders", "nope", "--size", "64"]) == 2
+    assert "unknown decoder 'nope'; valid names: deeplabv3, deeplabv3plus, fcn, unet" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        zoo_summary(["models", "--size", "64x"])
+    assert "--size must be N or HxW" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        zoo_summary(["encoders", "--encoder-kwargs", "[1]"])
+    assert "--encoder-kwargs must be a JSON object" in capsys.readouterr().err

@@ -1,0 +1,95 @@
+"""``folder``: a user's own images and masks.
+
+Layout (masks are PNGs of class ids, palette or grayscale, 255 = ignore; stems match the images')::
+
+    root/classes.txt                 one class name per line (or pass classes=[...])
+    root/images/<stem>.<jpg|png|...>
+    root/masks/<stem>.png
+    root/splits/<split>.txt          optional: one stem per line
+
+A split is read from ``root/splits/<split>.txt`` when that file exists, else from the folders
+``root/images/<split>/`` and ``root/masks/<split>/``; ``split=None`` takes every image directly in ``root/images/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from zoo.datasets import DATASETS
+from zoo.datasets.io import SegmentationFiles, read_lines, require_dir, resolve_classes
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _images_by_stem(folder: Path) -> dict[str, Path]:
+    """Image files directly in ``folder`` by stem; two images with one stem are an error."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.stem in found:
+                raise ValueError(f"folder: two images with the stem {path.stem!r}: {found[path.stem]} and {path}")
+            found[path.stem] = path
+    return found
+
+
+@DATASETS.register("folder")
+class FolderDataset(SegmentationFiles):
+    """Images and masks with matching stems, and a class list.
+
+    Args:
+        root: folder holding ``images/``, ``masks/`` and (unless ``classes`` is given) ``classes.txt``.
+        split: a split name (``splits/<split>.txt`` or ``images/<split>/``), or None for all of ``images/``.
+        transform: albumentations Compose (or callable taking ``image=``, ``mask=``) applied to each item.
+        classes: class names in id order (default: ``root/classes.txt``).
+        palette: RGB colour per class (default: the VOC colour map).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | None = "train",
+        transform: Callable[..., dict[str, Any]] | None = None,
+        classes: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+    ) -> None:
+        self.root = require_dir(Path(root), "folder root")
+        self.split = split
+        names, colours = resolve_classes(classes, palette, self.root / "classes.txt", None)
+        image_dir = require_dir(self.root / "images", "image folder")
+        mask_dir = self.root / "masks"
+        list_file = self.root / "splits" / f"{split}.txt"
+        if split is not None and list_file.is_file():
+            images = _images_by_stem(image_dir)
+            samples = []
+            for stem in read_lines(list_file, "split list"):
+                if stem not in images:
+                    raise FileNotFoundError(f"image file not found: {image_dir / stem}.* (listed in {list_file})")
+                samples.append((stem, images[stem], mask_dir / f"{stem}.png"))
+            source = str(list_file)
+        else:
+            if split is not None:
+                if not (image_dir / split).is_dir():
+                    raise FileNotFoundError(
+                        f"folder: split {split!r} not found: neither {list_file} nor the folder {image_dir / split}"
+                    )
+                image_dir, mask_dir = image_dir / split, mask_dir / split
+            samples = [(s, p, mask_dir / f"{s}.png") for s, p in _images_by_stem(image_dir).items()]
+            source = str(image_dir)
+        super().__init__(samples, names, colours, transform, source)
+
+    @classmethod
+    def find_splits(cls, root: str | Path, **_: Any) -> list[str | None]:
+        """Splits present under ``root``: ``splits/*.txt`` and ``images/<split>/`` folders, else [None] (all images).
+
+        Args:
+            root: the dataset folder.
+        """
+        root = Path(root)
+        found = {p.stem for p in (root / "splits").glob("*.txt")}
+        found |= {p.name for p in (root / "images").glob("*") if p.is_dir()}
+        return sorted(found) or [None]
+
+
+__all__ = ["FolderDataset", "IMAGE_SUFFIXES"]

@@ -1,0 +1,54 @@
+"""DeepLabV3 head (Chen et al. 2017, "Rethinking Atrous Convolution for Semantic Image Segmentation")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from zoo.decoders import DECODERS
+from zoo.decoders.base import check_num_classes, tap_index
+from zoo.encoders.base import FeatureInfo
+from zoo.layers import ASPP, atrous_rates_for, conv3x3_bn_act, init_weights
+
+
+@DECODERS.register("deeplabv3")
+class DeepLabV3Decoder(nn.Module):
+    """ASPP on the deepest feature, a 3x3 256-channel conv-BN-ReLU, a 1x1 classifier; logits at the output stride.
+
+    The same ASPP as :class:`zoo.decoders.deeplabv3plus.DeepLabV3PlusDecoder` (rates from the output stride),
+    without the low-level decoder. ``separable`` defaults to False: DeepLabV3 used regular atrous convs;
+    depthwise-separable ones came with DeepLabV3+.
+
+    Args:
+        feature_info: the encoder's taps.
+        num_classes: output classes.
+        output_stride: the encoder's output stride (sets the default atrous rates).
+        atrous_rates: override of the three ASPP rates.
+        separable: depthwise-separable convs in ASPP's atrous branches and the 3x3 conv.
+        channels: channels of ASPP and the 3x3 conv.
+        dropout: dropout after the ASPP projection.
+    """
+
+    def __init__(
+        self,
+        feature_info: Sequence[FeatureInfo],
+        num_classes: int,
+        output_stride: int,
+        atrous_rates: Sequence[int] | None = None,
+        separable: bool = False,
+        channels: int = 256,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        check_num_classes(num_classes)
+        rates = tuple(atrous_rates) if atrous_rates is not None else atrous_rates_for(output_stride)
+        self.deep_index = tap_index(feature_info, "deepest")
+        self.aspp = ASPP(feature_info[self.deep_index].channels, channels, rates, separable, dropout)
+        self.conv = conv3x3_bn_act(channels, channels, separable)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        init_weights(self)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.classifier(self.conv(self.aspp(features[self.deep_index])))

@@ -1,0 +1,59 @@
+"""Weights for the zoo's Xceptions: timm's checkpoints (a file, or "imagenet" through the Hub) and a strict loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from zoo.encoders.external import load_state_dict_file
+
+
+def fetch_timm_state_dict(timm_name: str, weights: str | Path) -> dict[str, torch.Tensor]:
+    """A timm state dict: read from a file, or timm's pretrained ``timm_name`` for ``weights="imagenet"``.
+
+    Args:
+        timm_name: the timm model whose weights fit (e.g. ``xception65``, ``legacy_xception``).
+        weights: "imagenet" or a path to a ``.pth``/``.safetensors`` file.
+    """
+    if weights != "imagenet":
+        return load_state_dict_file(weights)
+    import timm
+
+    try:
+        return timm.create_model(timm_name, pretrained=True).state_dict()
+    except Exception as err:  # noqa: BLE001 - offline, no Hub access, missing cache: all mean the same here
+        raise RuntimeError(
+            f"could not get timm's pretrained {timm_name!r} weights from the Hugging Face Hub ({type(err).__name__}: "
+            f'{err}); offline, pass a timm state dict file instead: weights="/path/to/{timm_name}.pth"'
+        ) from err
+
+
+def load_converted(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state_dict`` into ``model`` strictly; a mismatch raises ``ValueError`` naming expected vs found.
+
+    Args:
+        model: the module to fill.
+        state_dict: keys already in ``model``'s layout.
+        source: where the weights came from (for the error message).
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k}: expected {tuple(expected[k].shape)}, found {tuple(v.shape)}"
+        for k, v in state_dict.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"weights {source} do not fit {type(model).__name__}: "
+            f"{len(missing)} missing keys {_head(missing)}, {len(unexpected)} unexpected keys {_head(unexpected)}, "
+            f"{len(shapes)} shape mismatches {_head(shapes)}"
+        )
+    model.load_state_dict(state_dict)
+
+
+def _head(items: list[str], n: int = 6) -> str:
+    return "[" + ", ".join(items[:n]) + (", ..." if len(items) > n else "") + "]"

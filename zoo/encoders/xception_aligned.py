@@ -1,0 +1,337 @@
+"""DeepLab's modified aligned Xception (xception41/65/71), with atrous separable convolutions.
+
+Each variant is a tuple of frozen :class:`BlockSpec` s read by one generic :class:`AlignedXception`.
+``output_stride`` turns every stride that would overshoot it into dilation for all later blocks; the
+blocks (and their 1x1 shortcuts) are the same at every output stride, so are the parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from zoo.encoders.base import Encoder, FeatureInfo
+from zoo.encoders.weights import fetch_timm_state_dict, load_converted
+
+OUTPUT_STRIDES = (8, 16, 32)
+XCEPTION_MEAN = (0.5, 0.5, 0.5)
+XCEPTION_STD = (0.5, 0.5, 0.5)
+MidActivation = Literal["relu", "elu"] | None
+Order = Literal["depthwise_first", "pointwise_first"]
+BATCH_NORM = partial(nn.BatchNorm2d, eps=1e-3)  # TF DeepLab's epsilon
+_ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU}
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One Xception unit: three separable convs, the last one strided.
+
+    Args:
+        out_chs: output channels of the three separable convs.
+        stride: stride of the last separable conv (and of the 1x1 shortcut).
+        skip: whether the unit has a residual connection.
+        pre_act: ReLU before each separable conv (entry/middle/first exit unit); False puts ReLU after the
+            depthwise and the pointwise stage instead (last exit unit).
+    """
+
+    out_chs: tuple[int, int, int]
+    stride: int = 1
+    skip: bool = True
+    pre_act: bool = True
+
+
+def _unit(chs: int, stride: int = 1) -> BlockSpec:
+    return BlockSpec((chs, chs, chs), stride)
+
+
+def _middle(n: int) -> tuple[BlockSpec, ...]:
+    return (_unit(728),) * n
+
+
+EXIT_FLOW = (BlockSpec((728, 1024, 1024), 2), BlockSpec((1536, 1536, 2048), 1, skip=False, pre_act=False))
+XCEPTION41 = (_unit(128, 2), _unit(256, 2), _unit(728, 2), *_middle(8), *EXIT_FLOW)
+XCEPTION65 = (_unit(128, 2), _unit(256, 2), _unit(728, 2), *_middle(16), *EXIT_FLOW)
+XCEPTION71 = (_unit(128, 2), _unit(256), _unit(256, 2), _unit(728), _unit(728, 2), *_middle(16), *EXIT_FLOW)
+SPECS = {"xception41": XCEPTION41, "xception65": XCEPTION65, "xception71": XCEPTION71}
+
+
+class SeparableConv(nn.Sequential):
+    """Depthwise and pointwise conv, each followed by BN (and optionally an activation).
+
+    Args:
+        in_chs: input channels.
+        out_chs: output channels.
+        stride: stride of the depthwise conv.
+        dilation: dilation of the depthwise conv.
+        mid_act: activation class between the two stages, or None.
+        out_act: activation class after the second stage, or None.
+        order: "depthwise_first" (Xception) or "pointwise_first" ("extreme Inception").
+        groups: groups of the pointwise conv.
+        norm_layer: normalisation class called with the channel count.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        dilation: int = 1,
+        mid_act: type[nn.Module] | None = None,
+        out_act: type[nn.Module] | None = None,
+        order: Order = "depthwise_first",
+        groups: int = 1,
+        norm_layer: type[nn.Module] = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        dw_chs = in_chs if order == "depthwise_first" else out_chs
+        conv_dw = nn.Conv2d(dw_chs, dw_chs, 3, stride, dilation, dilation, groups=dw_chs, bias=False)
+        conv_pw = nn.Conv2d(in_chs, out_chs, 1, groups=groups, bias=False)
+        stages = [("dw", conv_dw, dw_chs), ("pw", conv_pw, out_chs)]
+        if order == "pointwise_first":
+            stages.reverse()
+        for i, (kind, conv, chs) in enumerate(stages):
+            self.add_module(f"conv_{kind}", conv)
+            self.add_module(f"bn_{kind}", norm_layer(chs))
+            act = mid_act if i == 0 else out_act
+            if act is not None:
+                self.add_module("act_mid" if i == 0 else "act_out", act())
+
+
+class XceptionBlock(nn.Module):
+    """Three separable convs with a residual connection (a 1x1 conv + BN where shape or stride changes).
+
+    Args:
+        in_chs: input channels.
+        spec: the unit's channels, stride, skip and activation placement.
+        stride: the stride actually applied (1 where the output stride turned it into dilation).
+        dilation: dilation of the depthwise convs.
+        mid_activation: activation between depthwise and pointwise in pre-activated units.
+        order: order of the depthwise and pointwise stages.
+        residual: False drops the residual connection (and its 1x1 shortcut).
+        groups: groups of the pointwise convs.
+        norm_layer: normalisation class called with the channel count.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        spec: BlockSpec,
+        stride: int,
+        dilation: int,
+        mid_activation: MidActivation = None,
+        order: Order = "depthwise_first",
+        residual: bool = True,
+        groups: int = 1,
+        norm_layer: type[nn.Module] = nn.BatchNorm2d,
+    ) -> None:
+        super().__init__()
+        self.pre_act = spec.pre_act
+        self.residual = residual and spec.skip
+        mid = _ACTIVATIONS[mid_activation] if mid_activation else None
+        if not spec.pre_act:
+            mid = mid or nn.ReLU
+        out = None if spec.pre_act else nn.ReLU
+        chs = (in_chs, *spec.out_chs)
+        self.convs = nn.ModuleList(
+            SeparableConv(chs[i], chs[i + 1], stride if i == 2 else 1, dilation, mid, out, order, groups, norm_layer)
+            for i in range(3)
+        )
+        # The shortcut follows the spec, not the applied stride: parameters never depend on output_stride.
+        needs_projection = spec.out_chs[-1] != in_chs or spec.stride != 1
+        self.shortcut = (
+            nn.Sequential(
+                OrderedDict(
+                    conv=nn.Conv2d(in_chs, spec.out_chs[-1], 1, stride, bias=False), bn=norm_layer(spec.out_chs[-1])
+                )
+            )
+            if self.residual and needs_projection
+            else None
+        )
+
+    def forward_with_tap(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block output and the input of its last separable conv (DeepLab's feature tap)."""
+        y = tap = x
+        for conv in self.convs:
+            tap = torch.relu(y) if self.pre_act else y
+            y = conv(tap)
+        if self.residual:
+            y = y + (self.shortcut(x) if self.shortcut is not None else x)
+        return y, tap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_tap(x)[0]
+
+
+def scale_channels(chs: int, width: float, divisor: int) -> int:
+    """``chs * width`` rounded to a multiple of ``divisor`` (at least ``divisor``); ``chs`` when width is 1."""
+    if width == 1.0:
+        return chs
+    return max(divisor, int(round(chs * width / divisor)) * divisor)
+
+
+class AlignedXception(Encoder):
+    """Modified aligned Xception (DeepLabV3+) built from block specs.
+
+    Args:
+        specs: the blocks, e.g. :data:`XCEPTION65`.
+        output_stride: reduction of the deepest feature: 8, 16 or 32.
+        in_channels: channels of the input image.
+        width: channel multiplier (e.g. 0.125 for a tiny variant); channels are rounded to a multiple of
+            ``lcm(8, groups)``.
+        mid_activation: None (published), "relu" or "elu" between depthwise and pointwise stages.
+        order: "depthwise_first" (published) or "pointwise_first".
+        residual: True (published) or False (no residual connections).
+        groups: groups of the pointwise convs (1 = published, fully depthwise-separable).
+        norm_layer: normalisation class (default BatchNorm2d with eps 1e-3).
+    """
+
+    def __init__(
+        self,
+        specs: tuple[BlockSpec, ...],
+        *,
+        output_stride: int = 32,
+        in_channels: int = 3,
+        width: float = 1.0,
+        mid_activation: MidActivation = None,
+        order: Order = "depthwise_first",
+        residual: bool = True,
+        groups: int = 1,
+        norm_layer: type[nn.Module] = BATCH_NORM,
+    ) -> None:
+        super().__init__()
+        _check_args(output_stride, width, mid_activation, order, groups)
+        self.output_stride, self.mean, self.std, self.size_divisor = output_stride, XCEPTION_MEAN, XCEPTION_STD, 32
+        ch = partial(scale_channels, width=width, divisor=math.lcm(8, groups))
+        self.stem = nn.Sequential(
+            OrderedDict(
+                conv1=nn.Conv2d(in_channels, ch(32), 3, 2, 1, bias=False),
+                bn1=norm_layer(ch(32)),
+                act1=nn.ReLU(inplace=True),
+                conv2=nn.Conv2d(ch(32), ch(64), 3, 1, 1, bias=False),
+                bn2=norm_layer(ch(64)),
+                act2=nn.ReLU(inplace=True),
+            )
+        )
+        in_chs, reduction, dilation = ch(64), 2, 1
+        self.blocks = nn.ModuleList()
+        self.feature_info, self._taps = [], set()
+        for i, spec in enumerate(specs):
+            spec = BlockSpec(tuple(ch(c) for c in spec.out_chs), spec.stride, spec.skip, spec.pre_act)
+            _check_groups(in_chs, spec, groups)
+            block_dilation, stride = dilation, spec.stride
+            if spec.stride > 1:
+                self.feature_info.append(FeatureInfo(spec.out_chs[1], reduction))
+                self._taps.add(i)
+                if reduction * spec.stride > output_stride:
+                    dilation, stride = dilation * spec.stride, 1
+                else:
+                    reduction *= spec.stride
+            self.blocks.append(
+                XceptionBlock(in_chs, spec, stride, block_dilation, mid_activation, order, residual, groups, norm_layer)
+            )
+            in_chs = spec.out_chs[-1]
+        self.feature_info.append(FeatureInfo(in_chs, reduction))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        features = []
+        for i, block in enumerate(self.blocks):
+            if i in self._taps:
+                x, tap = block.forward_with_tap(x)
+                features.append(tap)
+            else:
+                x = block(x)
+        return [*features, x]
+
+
+def _check_args(output_stride: int, width: float, mid_activation: object, order: object, groups: int) -> None:
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {{8, 16, 32}}, got {output_stride}")
+    if not width > 0:
+        raise ValueError(f"width must be positive, got {width}")
+    if mid_activation is not None and mid_activation not in _ACTIVATIONS:
+        raise ValueError(f"mid_activation must be None, 'relu' or 'elu', got {mid_activation!r}")
+    if order not in ("depthwise_first", "pointwise_first"):
+        raise ValueError(f"order must be 'depthwise_first' or 'pointwise_first', got {order!r}")
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+
+
+def _check_groups(in_chs: int, spec: BlockSpec, groups: int) -> None:
+    for chs in (in_chs, *spec.out_chs):
+        if chs % groups:
+            raise ValueError(f"groups={groups} does not divide the pointwise channels {chs} (block {spec})")
+
+
+# timm key -> zoo key, applied in order (first match wins). Keys that match nothing are reported.
+TIMM_TO_ZOO = (
+    (r"^stem\.0\.conv\.", "stem.conv1."),
+    (r"^stem\.0\.bn\.", "stem.bn1."),
+    (r"^stem\.1\.conv\.", "stem.conv2."),
+    (r"^stem\.1\.bn\.", "stem.bn2."),
+    (r"^blocks\.(\d+)\.stack\.conv(\d)\.(conv_dw|bn_dw|conv_pw|bn_pw)\.", None),  # conv index k -> convs.{k-1}
+    (r"^blocks\.(\d+)\.shortcut\.(conv|bn)\.", r"blocks.\1.shortcut.\2."),
+)
+TIMM_DROPPED = (r"^head\.",)
+
+
+def _block_conv(m: re.Match) -> str:
+    return f"blocks.{m[1]}.convs.{int(m[2]) - 1}.{m[3]}."
+
+
+def convert_timm_aligned(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Convert a timm ``xception41/65/71`` state dict to the zoo layout (the classifier is dropped).
+
+    Args:
+        state_dict: keys as in ``timm.create_model("xception65").state_dict()``.
+
+    Returns:
+        The same tensors under zoo keys; keys that match no rule are kept unchanged (so that loading
+        reports them as unexpected).
+    """
+    out = {}
+    for key, value in state_dict.items():
+        if any(re.match(p, key) for p in TIMM_DROPPED):
+            continue
+        new = key
+        for pattern, repl in TIMM_TO_ZOO:
+            m = re.match(pattern, key)
+            if m:
+                new = (_block_conv(m) if repl is None else m.expand(repl)) + key[m.end() :]
+                break
+        out[new] = value
+    return out
+
+
+def build_aligned_xception(
+    name: str,
+    *,
+    output_stride: int = 32,
+    weights: str | Path | None = None,
+    in_channels: int = 3,
+    **kwargs,
+) -> AlignedXception:
+    """Build ``xception41``, ``xception65`` or ``xception71``.
+
+    Args:
+        name: the variant.
+        output_stride: 8, 16 or 32.
+        weights: None, "imagenet" (timm's weights through the Hugging Face Hub), or a path to a timm
+            state dict (``.pth``/``.safetensors``) of the same variant.
+        in_channels: channels of the input image (3 when loading weights).
+        **kwargs: :class:`AlignedXception` arguments (``width``, ``mid_activation``, ``order``,
+            ``residual``, ``groups``).
+    """
+    model = AlignedXception(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
+    if weights is not None:
+        state = fetch_timm_state_dict(name, weights)
+        load_converted(model, convert_timm_aligned(state), source=f"{weights} ({name})")
+    return model

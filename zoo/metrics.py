@@ -1,0 +1,66 @@
+"""Segmentation scores from a confusion matrix.
+
+The confusion matrix itself is accumulated by torchmetrics (``MulticlassConfusionMatrix`` with
+``ignore_index=255``): its state is summed over batches and, under DDP, over processes when
+``compute()`` is called, so one matrix covers the whole split. This module only turns that matrix
+into IoU, mIoU and pixel accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+
+def confusion_matrix_metric(num_classes: int, ignore_index: int = 255) -> MulticlassConfusionMatrix:
+    """A torchmetrics confusion matrix (rows: ground truth, columns: prediction) that skips ``ignore_index``.
+
+    Args:
+        num_classes: number of classes.
+        ignore_index: target value whose pixels are left out.
+    """
+    return MulticlassConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
+
+
+@dataclass(frozen=True)
+class SegmentationScores:
+    """Scores of one confusion matrix.
+
+    Attributes:
+        iou: per-class IoU (C,), NaN for classes absent from both ground truth and prediction.
+        miou: mean IoU over the classes present in the ground truth or the prediction.
+        pixel_accuracy: correctly labelled pixels / labelled pixels (ignore pixels excluded).
+        confusion: the C×C matrix (rows: ground truth, columns: prediction).
+    """
+
+    iou: torch.Tensor
+    miou: float
+    pixel_accuracy: float
+    confusion: torch.Tensor
+
+
+def scores_from_confusion(confusion: torch.Tensor) -> SegmentationScores:
+    """IoU per class, mIoU and pixel accuracy of a confusion matrix.
+
+    IoU_c = TP_c / (TP_c + FP_c + FN_c). A class with no pixel in the ground truth nor in the prediction
+    has no IoU (NaN) and is left out of the mean.
+
+    Args:
+        confusion: C×C counts, rows ground truth, columns prediction.
+    """
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+        raise ValueError(f"confusion must be a square C×C matrix, got shape {tuple(confusion.shape)}")
+    cm = confusion.double()
+    tp = cm.diagonal()
+    union = cm.sum(0) + cm.sum(1) - tp
+    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+    present = union > 0
+    miou = float(iou[present].mean()) if present.any() else float("nan")
+    total = cm.sum()
+    accuracy = float(tp.sum() / total) if total > 0 else float("nan")
+    return SegmentationScores(iou=iou.float(), miou=miou, pixel_accuracy=accuracy, confusion=confusion)
+
+
+__all__ = ["SegmentationScores", "confusion_matrix_metric", "scores_from_confusion"]

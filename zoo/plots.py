@@ -1,0 +1,125 @@
+"""Figures of evaluation results (matplotlib, Agg backend) and colour overlays of predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _check_names(count: int, class_names: Sequence[str], what: str) -> list[str]:
+    names = [str(c) for c in class_names]
+    if len(names) != count:
+        raise ValueError(f"{what} has {count} classes but class_names has {len(names)} entries")
+    return names
+
+
+def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: str | Path) -> Path:
+    """Save a confusion matrix as an image: each row (ground-truth class) normalised to sum to 1.
+
+    Args:
+        cm: ``C×C`` pixel counts, rows ground truth, columns prediction.
+        class_names: the ``C`` class names.
+        path: output image file (parent folders are created).
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"cm must be a square C×C matrix, got shape {cm.shape}")
+    names = _check_names(len(cm), class_names, "cm")
+    rows = cm.sum(1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    plt = _pyplot()
+    size = max(4.0, 0.45 * len(names) + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the ground-truth class")
+    ticks = np.arange(len(names))
+    ax.set_xticks(ticks, names, rotation=90)
+    ax.set_yticks(ticks, names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    if len(names) <= 30:
+        for i, j in np.ndindex(norm.shape):
+            if norm[i, j] >= 0.005:
+                colour = "white" if norm[i, j] > 0.5 else "black"
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6, color=colour)
+    ax.set_title("Confusion matrix (row-normalised)")
+    return _save(fig, plt, path)
+
+
+def plot_class_iou(ious: np.ndarray, class_names: Sequence[str], path: str | Path) -> Path:
+    """Save a horizontal bar chart of per-class IoU with the mean IoU as a line.
+
+    Args:
+        ious: ``C`` IoUs in 0..1; NaN for classes absent from ground truth and prediction (drawn as "n/a").
+        class_names: the ``C`` class names.
+        path: output image file (parent folders are created).
+    """
+    ious = np.asarray(ious, dtype=np.float64).reshape(-1)
+    names = _check_names(len(ious), class_names, "ious")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, max(3.0, 0.3 * len(names) + 1.5)))
+    positions = np.arange(len(names))
+    ax.barh(positions, np.nan_to_num(ious, nan=0.0), color="tab:blue")
+    for y, value in zip(positions, ious, strict=True):
+        ax.text(
+            min(value, 0.9) + 0.01 if value == value else 0.01,
+            y,
+            "n/a" if value != value else f"{value:.3f}",
+            va="center",
+            fontsize=7,
+        )
+    present = ious[~np.isnan(ious)]
+    if present.size:
+        miou = float(present.mean())
+        ax.axvline(miou, color="tab:red", linestyle="--", label=f"mIoU {miou:.3f}")
+        ax.legend(loc="lower right")
+    ax.set_yticks(positions, names)
+    ax.invert_yaxis()
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("IoU")
+    ax.set_title("Per-class IoU")
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], opacity: float = 0.5) -> np.ndarray:
+    """Blend class colours over an image (``H×W×3`` uint8 RGB).
+
+    Args:
+        image: ``H×W×3`` uint8 RGB.
+        mask: ``H×W`` class ids; ids without a palette colour (e.g. 255 = ignore) are left uncoloured.
+        palette: one RGB colour per class id.
+        opacity: weight of the class colour, 0 (image only) to 1 (colours only).
+    """
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity!r}")
+    if image.shape[:2] != mask.shape[:2]:
+        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape[:2]} differ in size")
+    colours = np.asarray(palette, dtype=np.float32).reshape(-1, 3)
+    ids = mask.astype(np.int64)
+    known = (ids >= 0) & (ids < len(colours))
+    colour = colours[np.where(known, ids, 0)]
+    blend = (1.0 - opacity) * image.astype(np.float32) + opacity * colour
+    return np.where(known[..., None], blend, image).round().clip(0, 255).astype(np.uint8)
+
+
+__all__ = ["overlay", "plot_class_iou", "plot_confusion_matrix"]

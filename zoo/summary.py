@@ -1,0 +1,220 @@
+"""``zoo summary``: parameters and multiply-adds of encoders and of encoder × decoder models.
+
+Multiply-adds are counted by ``torch.utils.flop_counter`` (see :mod:`zoo.flops`) on one ``size``×``size`` image,
+in eval mode, and reported as GMACs (10^9 multiply-accumulates, i.e. half of the FLOPs PyTorch counts).
+Models are built on PyTorch's ``meta`` device where possible, so counting needs no real computation.
+
+Examples::
+
+    zoo summary encoders --size 512
+    zoo summary models --size 512 --output-stride 16 --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.decoders import list_decoders
+from zoo.encoders import build_encoder, list_encoders
+from zoo.flops import count_macs, count_params
+from zoo.models import build_model
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: leading text cells, then parameters and MACs."""
+
+    cells: tuple[str, ...]
+    params: int
+    macs: int
+
+
+def _on_meta_if_possible(build: Callable[[torch.device], nn.Module]) -> tuple[nn.Module, torch.device]:
+    """Build on the meta device (no memory, no compute); fall back to the CPU for modules that refuse."""
+    try:
+        with torch.device("meta"):
+            return build(torch.device("meta")), torch.device("meta")
+    except (NotImplementedError, RuntimeError, TypeError, ValueError):
+        return build(torch.device("cpu")), torch.device("cpu")
+
+
+def _measure(module: nn.Module, device: torch.device, size: tuple[int, int]) -> tuple[int, int]:
+    x = torch.zeros(1, 3, *size, device=device)
+    return count_params(module), count_macs(module, x)
+
+
+def encoder_rows(
+    encoders: Sequence[str], size: tuple[int, int], output_stride: int, encoder_kwargs: dict[str, Any]
+) -> list[Row]:
+    """One row per encoder: name, tap reductions, deepest channels, parameters, MACs.
+
+    Args:
+        encoders: encoder names.
+        size: input height and width.
+        output_stride: the encoders' output stride.
+        encoder_kwargs: extra arguments for every zoo Xception (ignored by encoders that do not take them).
+    """
+    rows = []
+    for name in encoders:
+        kwargs = _kwargs_for(name, encoder_kwargs)
+        encoder, device = _on_meta_if_possible(
+            lambda d, n=name, k=kwargs: build_encoder(n, output_stride=output_stride, **k)
+        )
+        params, macs = _measure(encoder, device, size)
+        reductions = "/".join(str(f.reduction) for f in encoder.feature_info)
+        rows.append(Row((name, reductions, str(encoder.feature_info[-1].channels)), params, macs))
+    return rows
+
+
+def model_rows(
+    encoders: Sequence[str],
+    decoders: Sequence[str],
+    size: tuple[int, int],
+    output_stride: int,
+    num_classes: int,
+    encoder_kwargs: dict[str, Any],
+) -> list[Row]:
+    """One row per encoder × decoder pair: names, output stride, parameters, MACs.
+
+    Args:
+        encoders: encoder names.
+        decoders: decoder names.
+        size: input height and width.
+        output_stride: the encoders' output stride.
+        num_classes: classes of the models.
+        encoder_kwargs: extra arguments for every zoo Xception.
+    """
+    rows = []
+    for enc in encoders:
+        kwargs = _kwargs_for(enc, encoder_kwargs)
+        for dec in decoders:
+
+            def build(device: torch.device, e: str = enc, d: str = dec, k: dict = kwargs) -> nn.Module:
+                return build_model(e, d, num_classes=num_classes, output_stride=output_stride, encoder_kwargs=k)
+
+            model, device = _on_meta_if_possible(build)
+            params, macs = _measure(model, device, size)
+            rows.append(Row((enc, dec, str(output_stride)), params, macs))
+    return rows
+
+
+def _kwargs_for(name: str, encoder_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``encoder_kwargs`` apply to the zoo's own encoders only (external ones take no width)."""
+    return dict(encoder_kwargs) if name in ZOO_ENCODERS else {}
+
+
+ZOO_ENCODERS = ("xception41", "xception65", "xception71", "xception")
+
+
+def default_encoders() -> list[str]:
+    """The zoo's Xceptions (those registered) and two external encoders for comparison."""
+    registered = list_encoders()
+    names = [n for n in ZOO_ENCODERS if n in registered]
+    return names + [n for n in ("resnet50", "mobilenet_v2") if n not in names]
+
+
+def render(rows: list[Row], headers: Sequence[str], title: str, markdown: bool) -> str | None:
+    """Print ``rows`` as a rich table, or return them as a markdown table when ``markdown``."""
+    all_headers = [*headers, "Params (M)", "GMACs"]
+    body = [[*r.cells, f"{r.params / 1e6:.2f}", f"{r.macs / 1e9:.2f}"] for r in rows]
+    if markdown:
+        right = len(headers)
+        align = ["---" if i < right else "---:" for i in range(len(all_headers))]
+        lines = ["| " + " | ".join(all_headers) + " |", "| " + " | ".join(align) + " |"]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, header in enumerate(all_headers):
+        table.add_column(header, justify="right" if i >= len(headers) else "left")
+    for cells in body:
+        table.add_row(*cells)
+    Console().print(table)
+    return None
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size must be N or HxW, got {text!r}") from None
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--size must be N or HxW with positive sizes, got {text!r}")
+    return (values[0], values[-1])
+
+
+def _json_dict(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--encoder-kwargs must be a JSON object: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--encoder-kwargs must be a JSON object, got {text!r}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``summary`` subcommand to the ``zoo`` command line."""
+    parser = subparsers.add_parser(
+        "summary",
+        help="parameters and GMACs of encoders or encoder × decoder models",
+        description="Parameters and multiply-adds (GMACs, counted by torch.utils.flop_counter) at a given size.",
+    )
+    parser.add_argument("what", choices=("encoders", "models"), help="encoder table or encoder × decoder table")
+    parser.add_argument("--size", type=_size, default=(512, 512), help="input size, N or HxW (default: 512)")
+    parser.add_argument(
+        "--output-stride", type=int, choices=(8, 16, 32), default=None, help="default: 32 for encoders, 16 for models"
+    )
+    parser.add_argument("--encoders", nargs="+", default=None, help="encoder names (default: the zoo's and two smp)")
+    parser.add_argument("--decoders", nargs="+", default=None, help="decoder names (default: all)")
+    parser.add_argument("--num-classes", type=int, default=21, help="classes of the models (default: 21)")
+    parser.add_argument(
+        "--encoder-kwargs", type=_json_dict, default={}, help="JSON for the zoo Xceptions, e.g. '{\"width\": 0.25}'"
+    )
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table instead of a rich table")
+    parser.set_defaults(func=run)
+
+
+def summarize(args: argparse.Namespace) -> int:
+    """Print the table ``args`` ask for; bad names or arguments raise ``KeyError`` / ``ValueError``."""
+    encoders = args.encoders or default_encoders()
+    size = tuple(args.size)
+    size_text = f"{size[0]}x{size[1]}"
+    if args.num_classes < 1:
+        raise ValueError(f"--num-classes must be positive, got {args.num_classes}")
+    if args.what == "encoders":
+        stride = args.output_stride or 32
+        rows = encoder_rows(encoders, size, stride, args.encoder_kwargs)
+        headers = ("Encoder", "Tap reductions", "Deepest channels")
+        title = f"Encoders at {size_text}, output stride {stride} (GMACs = 10^9 multiply-adds)"
+    else:
+        stride = args.output_stride or 16
+        decoders = args.decoders or list_decoders()
+        rows = model_rows(encoders, decoders, size, stride, args.num_classes, args.encoder_kwargs)
+        headers = ("Encoder", "Decoder", "OS")
+        title = f"Models at {size_text}, {args.num_classes} classes (GMACs = 10^9 multiply-adds)"
+    text = render(rows, headers, title, args.markdown)
+    if text is not None:
+        print(text)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``zoo summary``; bad names or arguments are reported on stderr with exit code 2."""
+    try:
+        return summarize(args)
+    except (KeyError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"zoo summary: error: {message}", file=sys.stderr)
+        return 2
