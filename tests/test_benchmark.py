@@ -14,7 +14,16 @@ import zoo.benchmark as zb
 from zoo.cli import main
 from zoo.flops import count_macs, count_params
 
-TINY = ["--encoder-kwargs", "width=0.125", "--warmup", "1", "--repeats", "2", "--rounds", "2", "--num-classes", "5"]
+TINY = ["--encoder-kwargs", "width=0.125", "--warmup", "1", "--repeats", "1", "--rounds", "2", "--num-classes", "5"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the suite shares 2 cores, where two OpenMP threads stall on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _tiny_model(decoder: str | None) -> torch.nn.Module:
@@ -29,7 +38,7 @@ def _check_timings(row: dict) -> None:
     expected = int(row["batch_size"]) * 1e3 / float(row["latency_ms"])
     assert float(row["throughput"]) == pytest.approx(expected, rel=1e-6)
     assert float(row["peak_mem_mb"]) > 0
-    assert int(row["rounds"]) == 2 and int(row["samples"]) == 4
+    assert int(row["rounds"]) == 2 and int(row["samples"]) == 2
 
 
 def test_cli_writes_sane_csv_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -101,7 +110,7 @@ def test_train_mode_times_a_full_step() -> None:
         batch_size=2,
         mode="train",
         warmup=1,
-        repeats=2,
+        repeats=1,
         rounds=2,
         num_classes=5,
         encoder_kwargs={"width": 0.125},
@@ -120,7 +129,7 @@ def test_fast_path_row_is_compared_with_eager() -> None:
         fast=True,
         fast_backend="onnxruntime",
         warmup=1,
-        repeats=2,
+        repeats=1,
         rounds=2,
         num_classes=5,
         encoder_kwargs={"width": 0.125},
@@ -155,19 +164,28 @@ def test_reference_peers_alternate_with_ours() -> None:
 
 def test_reference_peer_that_cannot_build_is_a_row_not_a_crash() -> None:
     config = zb.BenchmarkConfig(
-        models=["xception65:fcn"],
-        sizes=[(64, 64)],
-        reference=True,
-        warmup=1,
-        repeats=1,
-        rounds=1,
-        num_classes=5,
-        encoder_kwargs={"width": 0.125},
-        output_stride=32,
+        models=["resnet18:fcn"], sizes=[(64, 64)], reference=True, output_stride=32, warmup=1, repeats=1, rounds=1
     )
     rows = {(r.impl, r.part): r for r in zb.run_benchmark(config)}
     assert rows["smp", "model"].error == "ValueError: smp has no fcn decoder"
     assert rows["zoo", "model"].error is None and rows["zoo", "model"].versus is None
+    assert rows["timm", "encoder"].error is None and rows["zoo", "encoder"].speedup > 0
+
+
+def test_threads_argument_is_restored_after_the_run() -> None:
+    before = torch.get_num_threads()
+    config = zb.BenchmarkConfig(
+        models=["xception65"],
+        sizes=[(64, 64)],
+        threads=2,
+        warmup=0,
+        repeats=1,
+        rounds=1,
+        encoder_kwargs={"width": 0.125},
+    )
+    (row,) = zb.run_benchmark(config)
+    assert row.latency_ms > 0
+    assert torch.get_num_threads() == before
 
 
 def test_scaling_settings() -> None:

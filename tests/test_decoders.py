@@ -20,6 +20,15 @@ from zoo.encoders.base import Encoder, FeatureInfo
 from zoo.layers import ASPP, ConvBNAct, SeparableConvBNAct, atrous_rates_for, resize_to
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster than two contended ones on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class TinyEncoder(Encoder):
     """Five 3x3 conv stages with reductions 2, 4, 8, 16, 32; a stride beyond ``output_stride`` becomes dilation."""
 

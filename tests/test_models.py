@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 
@@ -26,6 +27,15 @@ ENCODERS_UNDER_TEST = {
 DECODERS = ["deeplabv3", "deeplabv3plus", "fcn", "unet"]
 STRIDES = [8, 16, 32]
 PAIRS = list(itertools.product(ENCODERS_UNDER_TEST, DECODERS))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster than two contended ones on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make(encoder: str, decoder: str, output_stride: int = 16, **kwargs) -> SegmentationModel:
@@ -164,6 +174,10 @@ def test_load_errors(tmp_path, tiny):
     torch.save(checkpoint, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="bad.pt: the weights do not fit the model its build_args describe"):
         load_model(tmp_path / "bad.pt")
+    checkpoint["hyper_parameters"] = argparse.Namespace(lr=0.1)  # an arbitrary object is not unpickled
+    torch.save(checkpoint, tmp_path / "pickled.ckpt")
+    with pytest.raises(ValueError, match="pickled.ckpt holds objects other than tensors and plain data; not loaded"):
+        load_model(tmp_path / "pickled.ckpt")
     with pytest.raises(ValueError, match="class_names has 1 entries, expected num_classes=2"):
         save_model(model, tmp_path / "x.pt", class_names=["a"])
 

@@ -14,6 +14,15 @@ from zoo.flops import count_macs, count_params
 from zoo.models import build_model
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster than two contended ones on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny(monkeypatch):
     monkeypatch.setitem(

@@ -9,10 +9,12 @@ from zoo.decoders import list_decoders
 from zoo.encoders import build_encoder, list_encoders
 from zoo.models import SegmentationModel, build_model, load_model, save_model
 from zoo.optimize import optimize_for_inference
+from zoo.predict import Predictor
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Predictor",
     "SegmentationModel",
     "build_dataset",
     "build_encoder",

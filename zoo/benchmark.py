@@ -586,12 +586,20 @@ def run_benchmark(config: BenchmarkConfig, *, progress: Callable[[str], None] | 
         BenchmarkError: a bad argument (unknown model or decoder, unavailable device, bad counts).
     """
     _check_config(config)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = torch.device(config.device)
-    rows: list[BenchmarkRow] = []
     for spec in config.models:
         parse_model_spec(spec)
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run_settings(config, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_settings(config: BenchmarkConfig, progress: Callable[[str], None] | None) -> list[BenchmarkRow]:
+    device = torch.device(config.device)
+    rows: list[BenchmarkRow] = []
     for spec in config.models:
         for size, os_ in config.settings():
             if progress:
@@ -656,6 +664,8 @@ def _check_config(config: BenchmarkConfig) -> None:
         raise BenchmarkError(f"--mode must be infer or train, got {config.mode!r}")
     if config.precision not in PRECISIONS:
         raise BenchmarkError(f"--precision must be one of {list(PRECISIONS)}, got {config.precision!r}")
+    if config.threads is not None and config.threads < 1:
+        raise BenchmarkError(f"--threads must be at least 1, got {config.threads}")
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise BenchmarkError(f"--device {config.device}: CUDA is not available on this machine")
     if config.fast and config.mode != "infer":
@@ -666,8 +676,13 @@ def _check_config(config: BenchmarkConfig) -> None:
 # Output
 
 
-def machine_description(device: str | torch.device = "cpu") -> str:
-    """CPU model and thread count, or the GPU's name as ``torch.cuda.get_device_name`` reports it."""
+def machine_description(device: str | torch.device = "cpu", threads: int | None = None) -> str:
+    """CPU model and thread count, or the GPU's name as ``torch.cuda.get_device_name`` reports it.
+
+    Args:
+        device: the device measured.
+        threads: the intra-op threads used (default: ``torch.get_num_threads()``).
+    """
     device = torch.device(device)
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
@@ -677,7 +692,8 @@ def machine_description(device: str | torch.device = "cpu") -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    threads = threads or torch.get_num_threads()
+    return f"{cpu}, {os.cpu_count()} logical cores, {threads} torch threads, torch {torch.__version__}"
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -758,7 +774,7 @@ def write_json(rows: Sequence[BenchmarkRow], path: str | Path, config: Benchmark
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "machine": machine_description(config.device if config else "cpu"),
+        "machine": machine_description(config.device, config.threads) if config else machine_description(),
         "config": dataclasses.asdict(config) if config else None,
         "rows": [dataclasses.asdict(r) for r in rows],
     }
@@ -888,7 +904,7 @@ def run(args: argparse.Namespace) -> int:
     except BenchmarkError as error:
         print(f"zoo benchmark: error: {error}", file=sys.stderr)
         return 2
-    machine = machine_description(config.device)
+    machine = machine_description(config.device, config.threads)
     print_table(rows, title=f"zoo benchmark on {machine} (peak memory: {memory_kind(torch.device(config.device))})")
     if args.csv:
         print(f"wrote {write_csv(rows, args.csv)}")

@@ -53,7 +53,7 @@ def write_overlays(predict, dataset, palette, out_dir: Path, count: int) -> list
         out_dir: output folder.
         count: number of images.
     """
-    from zoo.lightning import overlay
+    from zoo.plots import overlay
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -23,7 +23,6 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from zoo.datasets import DATASETS, build_dataset
-from zoo.datasets import shapes as _shapes  # noqa: F401  (registers "shapes" until zoo.datasets imports it)
 from zoo.metrics import SegmentationScores, confusion_matrix_metric, scores_from_confusion
 from zoo.plots import overlay
 from zoo.transforms import eval_transform, seed_worker, train_transform

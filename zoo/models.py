@@ -196,9 +196,8 @@ def save_model(
 def _read_checkpoint(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # Lightning checkpoints may pickle more than tensors and plain data (e.g. hyper-parameter objects).
-        return torch.load(path, map_location=map_location, weights_only=False)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path} holds objects other than tensors and plain data; not loaded: {error}") from None
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationModel:
@@ -206,8 +205,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Se
 
     The model is built from the stored ``build_args`` with ``encoder_weights=None``, then the stored weights
     are loaded (in a Lightning checkpoint, the ``state_dict`` keys starting with ``model.``). The returned
-    model is in eval mode, with ``class_names`` and ``palette`` set from the file. Checkpoints are pickles:
-    load only files you trust.
+    model is in eval mode, with ``class_names`` and ``palette`` set from the file. Files are read with
+    ``torch.load(weights_only=True)``: tensors and plain data only.
 
     Args:
         path: the file.
@@ -215,7 +214,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Se
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a zoo model or checkpoint, or its weights do not fit its build arguments.
+        ValueError: the file is not a zoo model or checkpoint, holds other objects, or its weights do not fit its
+            build arguments.
     """
     path = Path(path)
     if not path.is_file():

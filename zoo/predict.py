@@ -416,7 +416,9 @@ def register(subparsers: Any) -> None:
         "--backend", choices=("torch", "onnx"), default="torch", help="run with PyTorch or ONNX Runtime"
     )
     parser.add_argument("--onnx", type=Path, default=None, help="ONNX file from zoo export (--backend onnx)")
-    parser.add_argument("--fast", action="store_true", help="use zoo.optimize_for_inference (torch backend)")
+    parser.add_argument(
+        "--fast", action="store_true", help="zoo.optimize_for_inference (per input size): for images of one size"
+    )
     parser.add_argument("--num-classes", type=int, default=None, help="fail unless the checkpoint has this many")
     parser.add_argument("--classes", default=None, help="comma-separated class names the checkpoint must have")
     parser.add_argument("--encoder", default=None, help="fail unless the checkpoint was built on this encoder")
@@ -456,6 +458,7 @@ def run(args: argparse.Namespace) -> int:
         return _error(str(error))
     names = output_names(paths)
     pred_dir, vis_dir = args.output / "pred", args.output / "vis"
+    vis_dir.mkdir(parents=True, exist_ok=True)
     err = Console(stderr=True)
     failures = 0
     start = time.perf_counter()

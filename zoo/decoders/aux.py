@@ -32,10 +32,11 @@ class FCNHead(nn.Sequential):
 
 
 def aux_tap_index(feature_info: Sequence[FeatureInfo]) -> int:
-    """The tap the auxiliary head reads: the one before the deepest (the last with a different depth).
+    """The tap the auxiliary head reads: the one before the deepest.
 
-    That is the middle-flow output of an Xception, ``layer3`` of a ResNet (torchvision's and PSPNet's choice),
-    whatever the output stride. An encoder with a single tap gives that tap.
+    In the aligned Xceptions that is the 1024-channel stride-16 activation in the exit flow (after the middle
+    flow); in a ResNet, ``layer3`` (torchvision's and PSPNet's choice); whatever the output stride. An encoder
+    with a single tap gives that tap.
 
     Args:
         feature_info: the encoder's taps, shallow to deep.

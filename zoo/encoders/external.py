@@ -130,17 +130,9 @@ class ExternalEncoder(Encoder):
         self.feature_info = [FeatureInfo(channels[i], min(2**i, output_stride)) for i in self._keep]
 
     def _load(self, path: str | Path) -> None:
-        state = load_state_dict_file(path)
-        try:
-            missing, unexpected = self.body.load_state_dict(state, strict=False)
-        except RuntimeError as err:  # shape mismatches
-            raise ValueError(f"weights file {str(path)!r} does not fit encoder {self.name!r}: {err}") from err
-        if missing or unexpected:
-            raise ValueError(
-                f"weights file {str(path)!r} does not fit encoder {self.name!r}: missing keys {sorted(missing)[:8]}"
-                f"{' ...' if len(missing) > 8 else ''}, unexpected keys {sorted(unexpected)[:8]}"
-                f"{' ...' if len(unexpected) > 8 else ''}"
-            )
+        from zoo.encoders.weights import load_converted
+
+        load_converted(self.body, load_state_dict_file(path), source=f"file {str(path)!r} (encoder {self.name!r})")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = self.body(x)

@@ -37,6 +37,8 @@ def load_converted(model: nn.Module, state_dict: dict[str, torch.Tensor], source
         model: the module to fill.
         state_dict: keys already in ``model``'s layout.
         source: where the weights came from (for the error message).
+
+    The tensors are assigned, so ``model`` may be built on the meta device (no initialisation cost).
     """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -52,7 +54,7 @@ def load_converted(model: nn.Module, state_dict: dict[str, torch.Tensor], source
             f"{len(missing)} missing keys {_head(missing)}, {len(unexpected)} unexpected keys {_head(unexpected)}, "
             f"{len(shapes)} shape mismatches {_head(shapes)}"
         )
-    model.load_state_dict(state_dict)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, assign=True)
 
 
 def _head(items: list[str], n: int = 6) -> str:

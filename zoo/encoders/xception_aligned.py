@@ -186,7 +186,8 @@ class AlignedXception(Encoder):
         in_channels: channels of the input image.
         width: channel multiplier (e.g. 0.125 for a tiny variant); channels are rounded to a multiple of
             ``lcm(8, groups)``.
-        mid_activation: None (published), "relu" or "elu" between depthwise and pointwise stages.
+        mid_activation: None (published: nothing between depthwise and pointwise in the pre-activated units,
+            ReLU in the last exit unit), "relu" or "elu" between the two stages of every separable conv.
         order: "depthwise_first" (published) or "pointwise_first".
         residual: True (published) or False (no residual connections).
         groups: groups of the pointwise convs (1 = published, fully depthwise-separable).
@@ -330,8 +331,10 @@ def build_aligned_xception(
         **kwargs: :class:`AlignedXception` arguments (``width``, ``mid_activation``, ``order``,
             ``residual``, ``groups``).
     """
-    model = AlignedXception(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
-    if weights is not None:
-        state = fetch_timm_state_dict(name, weights)
-        load_converted(model, convert_timm_aligned(state), source=f"{weights} ({name})")
+    if weights is None:
+        return AlignedXception(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
+    state = convert_timm_aligned(fetch_timm_state_dict(name, weights))
+    with torch.device("meta"):  # every tensor comes from the weights: skip the random initialisation
+        model = AlignedXception(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
+    load_converted(model, state, source=f"{weights} ({name})")
     return model

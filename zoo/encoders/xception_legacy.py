@@ -242,8 +242,10 @@ def build_legacy_xception(
         in_channels: channels of the input image (3 when loading weights).
         width: channel multiplier (1.0 for the published model).
     """
-    model = LegacyXception(output_stride=output_stride, in_channels=in_channels, width=width)
-    if weights is not None:
-        state = fetch_timm_state_dict("legacy_xception", weights)
-        load_converted(model, convert_timm_legacy(state), source=f"{weights} (xception)")
+    if weights is None:
+        return LegacyXception(output_stride=output_stride, in_channels=in_channels, width=width)
+    state = convert_timm_legacy(fetch_timm_state_dict("legacy_xception", weights))
+    with torch.device("meta"):  # every tensor comes from the weights: skip the random initialisation
+        model = LegacyXception(output_stride=output_stride, in_channels=in_channels, width=width)
+    load_converted(model, state, source=f"{weights} (xception)")
     return model

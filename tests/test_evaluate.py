@@ -1,0 +1,105 @@
+"""zoo eval (DeepLab evaluation protocol) and the plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zoo import build_dataset, build_model, save_model
+from zoo.cli import main
+from zoo.datasets.shapes import write_shapes
+from zoo.plots import overlay, plot_class_iou, plot_confusion_matrix
+from zoo.predict import Predictor
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = write_shapes(tmp_path_factory.mktemp("shapes"), num_train=1, num_val=2, size=48)
+    num_classes = build_dataset("voc", root=root, split="val").num_classes
+    torch.manual_seed(0)
+    model = build_model("xception65", "deeplabv3plus", num_classes=num_classes, encoder_kwargs={"width": 0.125})
+    with torch.no_grad():
+        for module in model.decoder.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.out_channels == num_classes:
+                module.weight.mul_(1e4)  # logits far from ties (random init gives ~1e-5)
+    return root, save_model(model, root / "tiny.pt")
+
+
+def reference_miou(predictor: Predictor, root: Path) -> float:
+    """mIoU from a confusion matrix counted with numpy (255 ignored, classes absent everywhere left out)."""
+    dataset = build_dataset("voc", root=root, split="val")
+    c = dataset.num_classes
+    cm = np.zeros((c, c), np.int64)
+    for item in (dataset[i] for i in range(len(dataset))):
+        pred, mask = predictor.predict(item["image"]).astype(np.int64), item["mask"].astype(np.int64)
+        keep = mask != 255
+        np.add.at(cm, (mask[keep], pred[keep]), 1)
+    union = cm.sum(0) + cm.sum(1) - np.diag(cm)
+    return float((np.diag(cm)[union > 0] / union[union > 0]).mean())
+
+
+def test_eval_prints_miou_and_writes_plots(
+    data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, checkpoint = data
+    code = main(["eval", "--checkpoint", str(checkpoint), "--dataset", "voc", "--root", str(root), "--split", "val",
+                 "--output", str(tmp_path / "eval")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    expected = reference_miou(Predictor.from_checkpoint(checkpoint), root)
+    assert metrics["miou"] == pytest.approx(expected, abs=1e-6)
+    assert f"mIoU {expected:.4f}" in out and "background" in out
+    assert np.array(metrics["confusion_matrix"]).sum() > 0
+    for name in ("confusion_matrix.png", "class_iou.png"):
+        with Image.open(tmp_path / "eval" / name) as image:
+            assert image.size[0] > 100 and image.size[1] > 100
+
+
+def test_eval_with_tta_and_slide(data: tuple[Path, Path], tmp_path: Path) -> None:
+    root, checkpoint = data
+    tta = ["--scales", "0.75", "1", "--flip", "--crop", "32", "32", "--stride", "16", "16"]
+    code = main(["eval", "--checkpoint", str(checkpoint), "--dataset", "voc", "--root", str(root), "--output",
+                 str(tmp_path / "eval"), *tta])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["scales"] == [0.75, 1.0] and metrics["flip"] and metrics["slide"] == [[32, 32], [16, 16]]
+    options = {"scales": (0.75, 1.0), "flip": True, "slide": ((32, 32), (16, 16))}
+    assert metrics["miou"] == pytest.approx(reference_miou(Predictor.from_checkpoint(checkpoint, **options), root))
+
+
+def test_eval_class_count_mismatch(tmp_path: Path, data: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    root, _ = data
+    other = save_model(build_model("resnet18", "fcn", num_classes=2), tmp_path / "two.pt")
+    code = main(["eval", "--checkpoint", str(other), "--dataset", "voc", "--root", str(root), "--output",
+                 str(tmp_path / "eval")])  # fmt: skip
+    assert code == 2
+    assert "the dataset has 5 classes, the checkpoint predicts 2" in capsys.readouterr().err
+
+
+def test_plots_check_their_input(tmp_path: Path) -> None:
+    cm = np.array([[5, 1], [0, 3]])
+    assert plot_confusion_matrix(cm, ["a", "b"], tmp_path / "cm.png").is_file()
+    assert plot_class_iou(np.array([0.5, np.nan]), ["a", "b"], tmp_path / "iou.png").is_file()
+    with pytest.raises(ValueError, match="cm has 2 classes but class_names has 3 entries"):
+        plot_confusion_matrix(cm, ["a", "b", "c"], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="square"):
+        plot_confusion_matrix(np.zeros((2, 3)), ["a", "b"], tmp_path / "x.png")
+
+
+def test_overlay() -> None:
+    image = np.full((2, 3, 3), 100, np.uint8)
+    mask = np.array([[0, 1, 255], [1, 0, 2]], np.uint8)
+    palette = [(0, 0, 0), (200, 0, 0)]
+    np.testing.assert_array_equal(overlay(image, mask, palette, 0.0), image)
+    full = overlay(image, mask, palette, 1.0)
+    assert tuple(full[0, 1]) == (200, 0, 0) and tuple(full[0, 0]) == (0, 0, 0)
+    assert tuple(full[0, 2]) == (100, 100, 100) and tuple(full[1, 2]) == (100, 100, 100)  # no colour: unchanged
+    assert tuple(overlay(image, mask, palette, 0.5)[0, 1]) == (150, 50, 50)
+    with pytest.raises(ValueError, match="opacity"):
+        overlay(image, mask, palette, 1.5)

@@ -1,0 +1,206 @@
+"""zoo.Predictor and the ``zoo predict`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zoo import build_model, save_model
+from zoo.cli import main
+from zoo.datasets.io import read_image
+from zoo.predict import Predictor, find_images, output_names, resolve_palette, to_rgb_uint8
+
+CLASSES = ["background", "thing", "stuff"]
+PALETTE = [[0, 0, 0], [200, 30, 30], [30, 200, 30]]
+
+
+def tiny_model(num_classes: int = 3):
+    """A tiny random model; its classifier is scaled up so that logits are far from ties (random init: ~1e-5)."""
+    torch.manual_seed(0)
+    model = build_model("xception65", "deeplabv3plus", num_classes=num_classes, encoder_kwargs={"width": 0.125})
+    with torch.no_grad():
+        for module in model.decoder.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.out_channels == num_classes:
+                module.weight.mul_(1e4)
+    return model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    return save_model(tiny_model(), path, class_names=CLASSES, palette=PALETTE)
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint: Path) -> Predictor:
+    return Predictor.from_checkpoint(checkpoint)
+
+
+def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_predict_matches_the_model(checkpoint: Path, predictor: Predictor) -> None:
+    image = random_image(37, 50)
+    mask = predictor.predict(image)
+    assert mask.shape == (37, 50) and mask.dtype == np.uint8
+    model = tiny_model().eval()
+    model.load_state_dict(torch.load(checkpoint)["state_dict"])
+    mean, std = torch.tensor(model.mean).view(1, 3, 1, 1), torch.tensor(model.std).view(1, 3, 1, 1)
+    x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 - mean) / std
+    with torch.no_grad():
+        expected = model(x).argmax(1)[0].numpy()
+    np.testing.assert_array_equal(mask, expected)
+    assert predictor.class_names == CLASSES
+    assert predictor.palette == [tuple(c) for c in PALETTE]
+
+
+def test_predict_batch_equals_predict(predictor: Predictor) -> None:
+    images = [random_image(40, 33, 1), random_image(33, 40, 2), random_image(40, 33, 3)]
+    masks = predictor.predict_batch(images)
+    for image, mask in zip(images, masks, strict=True):
+        np.testing.assert_array_equal(mask, predictor.predict(image))
+
+
+def test_lightning_checkpoint_is_read(tmp_path: Path, checkpoint: Path, predictor: Predictor) -> None:
+    saved = torch.load(checkpoint)
+    lightning = {
+        "state_dict": {f"model.{k}": v for k, v in saved["state_dict"].items()},
+        "zoo": saved["zoo"],
+        "global_step": 10,
+        "optimizer_states": [],
+    }
+    torch.save(lightning, tmp_path / "last.ckpt")
+    image = random_image(35, 45)
+    np.testing.assert_array_equal(
+        Predictor.from_checkpoint(tmp_path / "last.ckpt").predict(image), predictor.predict(image)
+    )
+
+
+def test_image_conversions() -> None:
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert to_rgb_uint8(gray).shape == (3, 4, 3)
+    rgba = np.zeros((3, 4, 4), np.uint8)
+    assert to_rgb_uint8(rgba).shape == (3, 4, 3)
+    assert to_rgb_uint8(np.full((2, 2), 65535, np.uint16)).max() == 255
+    with pytest.raises(ValueError, match="unsupported image dtype"):
+        to_rgb_uint8(np.zeros((2, 2, 3), np.int64))
+
+
+def test_find_images_and_names(tmp_path: Path) -> None:
+    for name in ("b.png", "a.jpg", "a.PNG", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    found = find_images(tmp_path)
+    assert [p.name for p in found] == ["a.PNG", "a.jpg", "b.png"]
+    assert output_names(found) == ["a_png", "a_jpg", "b"]
+    assert find_images(str(tmp_path / "*.png")) == [tmp_path / "b.png"]
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        find_images(tmp_path / "missing*.jpg")
+
+
+def test_palette_choice() -> None:
+    assert resolve_palette("auto", 3, PALETTE) == [tuple(c) for c in PALETTE]
+    assert resolve_palette("voc", 3, PALETTE)[1] == (128, 0, 0)
+    assert resolve_palette("cityscapes", 20)[0] == (128, 64, 128) and len(resolve_palette("cityscapes", 20)) == 20
+    assert resolve_palette("auto", 19)[0] == (128, 64, 128)
+
+
+def write_inputs(folder: Path) -> dict[str, np.ndarray]:
+    """Images of several kinds: RGB JPEG, RGBA, grayscale and 16-bit PNGs, a corrupt file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = random_image(40, 52, 4)
+    Image.fromarray(rgb).save(folder / "rgb.png")
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(folder / "rgba.png")
+    Image.fromarray(rgb[..., 0]).save(folder / "gray.png")
+    Image.fromarray(rgb[..., 1].astype(np.uint16) * 257).save(folder / "deep.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    return {"rgb": rgb}
+
+
+def test_cli_writes_masks_and_counts_failures(
+    tmp_path: Path, checkpoint: Path, predictor: Predictor, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_inputs(tmp_path / "in")
+    code = main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"), "--output",
+                 str(tmp_path / "out"), "--batch-size", "2"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "broken.jpg" in err
+    assert "4 images, 1 failed" in out and "images/s" in out
+    names = sorted(p.name for p in (tmp_path / "out" / "pred").iterdir())
+    assert names == ["deep.png", "gray.png", "rgb.png", "rgba.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "vis").iterdir()) == names
+    for name in names:
+        written = Image.open(tmp_path / "out" / "pred" / name)
+        assert written.mode == "P"
+        image = read_image(tmp_path / "in" / name)
+        np.testing.assert_array_equal(np.array(written), predictor.predict(image))  # index PNG round trip
+        assert written.getpalette()[3:6] == PALETTE[1]
+        vis = np.array(Image.open(tmp_path / "out" / "vis" / name))
+        assert vis.shape == (40, 52, 3)
+
+
+def test_cli_applies_exif_orientation(tmp_path: Path, checkpoint: Path, predictor: Predictor) -> None:
+    stored = random_image(40, 64, 5)  # stored as 64 wide, 40 high; Orientation 6 displays it rotated: 40 wide
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    code = main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "rotated.jpg"), "--output",
+                 str(tmp_path / "out"), "--opacity", "0.3"])  # fmt: skip
+    assert code == 0
+    mask = np.array(Image.open(tmp_path / "out" / "pred" / "rotated.png"))
+    assert mask.shape == (64, 40)
+    displayed = np.array(Image.open(tmp_path / "rotated.jpg").transpose(Image.Transpose.ROTATE_270))
+    np.testing.assert_array_equal(mask, predictor.predict(displayed))
+    assert np.array(Image.open(tmp_path / "out" / "vis" / "rotated.png")).shape == (64, 40, 3)
+
+
+def test_cli_tta_and_slide_options(tmp_path: Path, checkpoint: Path) -> None:
+    Image.fromarray(random_image(45, 60, 6)).save(tmp_path / "x.png")
+    code = main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "x.png"), "--output",
+                 str(tmp_path / "out"), "--scales", "0.75", "1", "--flip", "--crop", "32", "32", "--stride", "24", "24",
+                 "--palette", "voc"])  # fmt: skip
+    assert code == 0
+    assert np.array(Image.open(tmp_path / "out" / "pred" / "x.png")).shape == (45, 60)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--num-classes", "19"], "tiny.pt predicts 3 classes, expected 19 (--num-classes)"),
+        (["--classes", "a,b,c"], "tiny.pt has classes ['background', 'thing', 'stuff'], expected ['a', 'b', 'c']"),
+        (["--classes", "a,b"], "tiny.pt predicts 3 classes, expected 2 (--classes a,b)"),
+        (["--encoder", "resnet50"], "tiny.pt was built on encoder 'xception65', expected 'resnet50' (--encoder)"),
+    ],
+)
+def test_cli_checkpoint_that_does_not_fit(
+    tmp_path: Path, checkpoint: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Image.fromarray(random_image(33, 33)).save(tmp_path / "x.png")
+    code = main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "x.png"), "--output",
+                 str(tmp_path / "out"), *extra])  # fmt: skip
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "pred").exists()
+
+
+def test_weights_that_do_not_fit_name_expected_and_found(tmp_path: Path, checkpoint: Path) -> None:
+    saved = torch.load(checkpoint)
+    saved["zoo"]["build_args"]["num_classes"] = 5
+    torch.save(saved, tmp_path / "edited.pt")
+    with pytest.raises(ValueError, match=r"edited.pt: the weights do not fit .* 5 classes\)") as info:
+        Predictor.from_checkpoint(tmp_path / "edited.pt")
+    assert "expected (5, " in str(info.value) and "found (3, " in str(info.value)
+
+
+def test_missing_input_and_checkpoint(tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "nothing.jpg"), "--output",
+                 str(tmp_path / "out")])  # fmt: skip
+    assert code == 2 and "nothing.jpg" in capsys.readouterr().err
+    code = main(["predict", "--checkpoint", str(tmp_path / "none.pt"), "--input", str(tmp_path), "--output",
+                 str(tmp_path / "out")])  # fmt: skip
+    assert code == 2 and "no such checkpoint" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+"""zoo.registry.Registry: registration, duplicates, lookups and listing."""
+
+from __future__ import annotations
+
+import pytest
+
+from zoo.registry import Registry
+
+
+def make() -> Registry:
+    reg = Registry("widget")
+
+    @reg.register("beta")
+    def beta() -> str:
+        return "b"
+
+    reg.register("alpha")(lambda: "a")
+    return reg
+
+
+def test_register_and_get_returns_the_builder():
+    reg = make()
+    assert reg.get("beta")() == "b"
+    assert reg.get("alpha")() == "a"
+
+
+def test_register_returns_the_decorated_builder_unchanged():
+    reg = Registry("widget")
+
+    def build() -> int:
+        return 1
+
+    assert reg.register("one")(build) is build
+
+
+def test_duplicate_name_raises():
+    reg = make()
+    with pytest.raises(KeyError, match="widget 'beta' is already registered"):
+        reg.register("beta")(lambda: None)
+    assert reg.get("beta")() == "b"  # the first entry stays
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(KeyError, match=r"unknown widget 'gamma'; valid names: alpha, beta"):
+        make().get("gamma")
+
+
+def test_names_contains_len_iter():
+    reg = make()
+    assert reg.names() == ["alpha", "beta"]
+    assert list(reg) == ["alpha", "beta"]
+    assert len(reg) == 2
+    assert "alpha" in reg and "gamma" not in reg
+
+
+def test_registries_are_independent():
+    a, b = Registry("a"), Registry("b")
+    a.register("x")(lambda: 1)
+    assert "x" in a and "x" not in b
