@@ -12,9 +12,9 @@ $(PY):
 # Torch is pinned here (CPU machines take it from local files); pyproject keeps a range that admits it.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[test]" opencv-python-headless
-	$(PY) -m pip uninstall -y -q opencv-python 2>/dev/null || true
-	$(PY) -m pip install -q --force-reinstall --no-deps opencv-python-headless
+	$(PY) -m pip install -q -e ".[test]"
+	@if $(PY) -m pip show -q opencv-python 2>/dev/null; then \
+		echo "opencv-python is installed beside opencv-python-headless (both write cv2): remove it"; exit 1; fi
 	touch $(STAMP)
 
 install: $(STAMP)
