@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -59,3 +61,28 @@ def load_converted(model: nn.Module, state_dict: dict[str, torch.Tensor], source
 
 def _head(items: list[str], n: int = 6) -> str:
     return "[" + ", ".join(items[:n]) + (", ..." if len(items) > n else "") + "]"
+
+
+Rule = tuple[str, "str | Callable[[re.Match], str]"]
+
+
+def rename_keys(
+    state_dict: dict[str, torch.Tensor], rules: Sequence[Rule], dropped: Sequence[str] = ()
+) -> dict[str, torch.Tensor]:
+    """Rename state-dict keys by regex rules (first match wins), dropping keys that match ``dropped``.
+
+    A rule's replacement is a template for ``re.Match.expand`` or a function of the match; the part of the key
+    after the match is kept. Keys that match no rule are kept unchanged (so that loading reports them).
+    """
+    out = {}
+    for key, value in state_dict.items():
+        if any(re.match(p, key) for p in dropped):
+            continue
+        new = key
+        for pattern, repl in rules:
+            m = re.match(pattern, key)
+            if m:
+                new = (m.expand(repl) if isinstance(repl, str) else repl(m)) + key[m.end() :]
+                break
+        out[new] = value
+    return out

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from zoo.encoders.base import Encoder, FeatureInfo
-from zoo.encoders.weights import fetch_timm_state_dict, load_converted
+from zoo.encoders.weights import fetch_timm_state_dict, load_converted, rename_keys
 
 OUTPUT_STRIDES = (8, 16, 32)
 XCEPTION_MEAN = (0.5, 0.5, 0.5)
@@ -278,7 +278,8 @@ TIMM_TO_ZOO = (
     (r"^stem\.0\.bn\.", "stem.bn1."),
     (r"^stem\.1\.conv\.", "stem.conv2."),
     (r"^stem\.1\.bn\.", "stem.bn2."),
-    (r"^blocks\.(\d+)\.stack\.conv(\d)\.(conv_dw|bn_dw|conv_pw|bn_pw)\.", None),  # conv index k -> convs.{k-1}
+    # conv index k -> convs.{k-1}
+    (r"^blocks\.(\d+)\.stack\.conv(\d)\.(conv_dw|bn_dw|conv_pw|bn_pw)\.", lambda m: _block_conv(m)),
     (r"^blocks\.(\d+)\.shortcut\.(conv|bn)\.", r"blocks.\1.shortcut.\2."),
 )
 TIMM_DROPPED = (r"^head\.",)
@@ -298,18 +299,7 @@ def convert_timm_aligned(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
         The same tensors under zoo keys; keys that match no rule are kept unchanged (so that loading
         reports them as unexpected).
     """
-    out = {}
-    for key, value in state_dict.items():
-        if any(re.match(p, key) for p in TIMM_DROPPED):
-            continue
-        new = key
-        for pattern, repl in TIMM_TO_ZOO:
-            m = re.match(pattern, key)
-            if m:
-                new = (_block_conv(m) if repl is None else m.expand(repl)) + key[m.end() :]
-                break
-        out[new] = value
-    return out
+    return rename_keys(state_dict, TIMM_TO_ZOO, TIMM_DROPPED)
 
 
 def build_aligned_xception(

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from zoo.encoders.base import Encoder, FeatureInfo
-from zoo.encoders.weights import fetch_timm_state_dict, load_converted
+from zoo.encoders.weights import fetch_timm_state_dict, load_converted, rename_keys
 from zoo.encoders.xception_aligned import scale_channels
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -216,18 +216,7 @@ def convert_timm_legacy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
     Returns:
         The same tensors under zoo keys; keys that match no rule are kept unchanged (reported on loading).
     """
-    out = {}
-    for key, value in state_dict.items():
-        if any(re.match(p, key) for p in TIMM_DROPPED):
-            continue
-        new = key
-        for pattern, repl in TIMM_TO_ZOO:
-            m = re.match(pattern, key)
-            if m:
-                new = m.expand(repl) if isinstance(repl, str) else repl(m)
-                break
-        out[new] = value
-    return out
+    return rename_keys(state_dict, TIMM_TO_ZOO, TIMM_DROPPED)
 
 
 def build_legacy_xception(
