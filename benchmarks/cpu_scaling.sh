@@ -3,9 +3,7 @@
 # output strides 8/16/32 at 512x512 (batch 1, the zoo's eager model only). Writes benchmarks/results/cpu_scaling.*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-RESULTS=${RESULTS:-benchmarks/results}
-mkdir -p "$RESULTS"
+source benchmarks/cpu_env.sh
 "$PY" -m zoo.cli benchmark --models xception65:deeplabv3plus --size 512 --scaling --device cpu \
-    --warmup 1 --repeats 2 --rounds 1 \
+    --warmup 1 --repeats 2 --rounds 3 \
     --csv "$RESULTS/cpu_scaling.csv" --markdown "$RESULTS/cpu_scaling.md" --plot "$RESULTS/cpu_scaling.png" "$@"

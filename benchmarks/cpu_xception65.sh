@@ -5,9 +5,7 @@
 # Usage: benchmarks/cpu_xception65.sh [extra zoo benchmark arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-RESULTS=${RESULTS:-benchmarks/results}
-mkdir -p "$RESULTS"
+source benchmarks/cpu_env.sh
 "$PY" -m zoo.cli benchmark --models xception65:deeplabv3plus --size 512 --batch-size 1 --output-stride 16 \
     --device cpu --reference --fast --warmup 2 --repeats 3 --rounds 7 \
     --csv "$RESULTS/cpu_xception65.csv" --json "$RESULTS/cpu_xception65.json" \

@@ -3,8 +3,8 @@
 Each setting (model, input size, output stride) is one group of candidates timed in alternating rounds:
 round 1 runs the zoo model, then its fast path (``--fast``), then the peers (``--reference``: smp's model
 of the same architecture and timm's ``features_only`` encoder), round 2 again in the same order, and so
-on. Latency is the median (and 90th percentile) over all timed runs; the speed-up against the peer is the
-median over rounds of the per-round ratio, so slow phases of a shared machine hit both sides alike.
+on; in every round each candidate runs once untimed before its timed runs. Latency is the median (and 90th
+percentile) over all timed runs; the speed-up against the peer is the median over rounds of the per-round ratio, so slow phases of a shared machine hit both sides alike.
 
 Python API::
 
@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import ctypes
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -39,11 +41,11 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from zoo.flops import count_macs, count_params
+from zoo.optimize import BACKENDS, PRECISIONS
 
 Mode = Literal["infer", "train"]
 SCALING_SIZES = (256, 384, 512, 768, 1024)
 SCALING_STRIDES = (8, 16, 32)
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # The zoo's aligned Xceptions and their counterparts: timm's model name (smp reaches it as "tu-<name>").
 TIMM_NAMES = {
@@ -75,12 +77,12 @@ class BenchmarkConfig:
         compile: ``torch.compile`` every candidate (its compilation happens during warm-up).
         compile_mode: ``mode`` for ``torch.compile``.
         fast: add the zoo's fast inference path (:func:`zoo.optimize.optimize_for_inference`), infer only.
-        fast_backend: its back-end ("auto", "onnxruntime", "compile", "eager").
+        fast_backend: its back-end (one of :data:`zoo.optimize.BACKENDS`).
         reference: add smp's model and timm's encoder of the same architecture, alternating with ours.
         scaling: instead of ``sizes``, sweep input sizes 256..1024 (at ``output_stride``) and output
             strides 8/16/32 (at the first size).
         warmup: untimed runs per candidate before the first round.
-        repeats: timed runs per candidate per round.
+        repeats: timed runs per candidate per round (after one untimed run).
         rounds: alternating rounds.
         num_classes: classes of the models.
         encoder_kwargs: extra arguments for the zoo's encoders (e.g. ``{"width": 0.125}``); peers ignore them.
@@ -344,12 +346,22 @@ def _rss_bytes() -> int | None:
         return None
 
 
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc's ``malloc_trim``), so that an RSS rise measured next
+    comes from the block being measured, not from what earlier candidates left allocated-but-free."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def memory_kind(device: torch.device) -> str:
     """What the peak-memory column measures on ``device``."""
     if device.type == "cuda":
         return "CUDA max allocated: resident tensors + peak during runs"
     if _rss_bytes() is not None:
-        return "RSS (/proc, sampled every 2 ms): resident tensors + peak rise during warm-up"
+        return "RSS (/proc, sampled every 2 ms, free heap trimmed first): resident tensors + peak rise during warm-up"
     return "peak RSS of the process (getrusage)"
 
 
@@ -365,6 +377,7 @@ def _peak_rise(device: torch.device) -> Iterator[list[int]]:
         torch.cuda.synchronize(device)
         result[0] = max(0, torch.cuda.max_memory_allocated(device) - before)
         return
+    _trim_heap()
     start = _rss_bytes()
     if start is None:
         yield result
@@ -424,6 +437,10 @@ def _prepare(candidate: Candidate, config: BenchmarkConfig, device: torch.device
 
 
 def _time_round(candidate: Candidate, config: BenchmarkConfig, device: torch.device) -> None:
+    # One untimed run first: the timed ones then follow the candidate's own run, not another runtime's
+    # (a thread pool that just ran, torch's OpenMP or ONNX Runtime's, spins for a while and slows the next).
+    candidate.run()
+    _sync(device)
     times = []
     context = _peak_rise(device) if device.type == "cuda" else nullcontext([0])
     with context as rise:
@@ -854,7 +871,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile every candidate")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune)")
     p.add_argument("--fast", action="store_true", help="add the zoo's fast inference path (optimize_for_inference)")
-    p.add_argument("--fast-backend", choices=("auto", "onnxruntime", "compile", "eager"), default="auto")
+    p.add_argument("--fast-backend", choices=BACKENDS, default="auto")
     p.add_argument("--reference", action="store_true", help="time smp's model and timm's encoder alongside")
     p.add_argument("--scaling", action="store_true", help="sweep input sizes 256..1024 and output strides 8/16/32")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs per candidate (default 2)")

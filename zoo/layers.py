@@ -12,6 +12,11 @@ NormLayer = Callable[[int], nn.Module]
 ActLayer = Callable[[], nn.Module]
 
 
+def relu() -> nn.Module:
+    """The default activation: an in-place ReLU (it follows a norm layer whose output nothing else reads)."""
+    return nn.ReLU(inplace=True)
+
+
 class ConvBNAct(nn.Sequential):
     """Convolution (no bias), normalisation, activation; "same" padding for odd kernels.
 
@@ -35,7 +40,7 @@ class ConvBNAct(nn.Sequential):
         dilation: int = 1,
         groups: int = 1,
         norm_layer: NormLayer = nn.BatchNorm2d,
-        act_layer: ActLayer | None = nn.ReLU,
+        act_layer: ActLayer | None = relu,
     ) -> None:
         padding = dilation * (kernel_size - 1) // 2
         super().__init__()
@@ -67,7 +72,7 @@ class SeparableConvBNAct(nn.Sequential):
         kernel_size: int = 3,
         dilation: int = 1,
         norm_layer: NormLayer = nn.BatchNorm2d,
-        act_layer: ActLayer = nn.ReLU,
+        act_layer: ActLayer = relu,
     ) -> None:
         super().__init__()
         norm_act = {"norm_layer": norm_layer, "act_layer": act_layer}
@@ -83,7 +88,7 @@ def conv3x3_bn_act(
     separable: bool,
     dilation: int = 1,
     norm_layer: NormLayer = nn.BatchNorm2d,
-    act_layer: ActLayer = nn.ReLU,
+    act_layer: ActLayer = relu,
 ) -> nn.Module:
     """A 3x3 conv-norm-act, depthwise-separable (:class:`SeparableConvBNAct`) or regular (:class:`ConvBNAct`)."""
     block = SeparableConvBNAct if separable else ConvBNAct
@@ -101,7 +106,7 @@ class ASPPPooling(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = nn.ReLU
+        self, in_channels: int, out_channels: int, norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = relu
     ) -> None:
         super().__init__()
         self.conv = ConvBNAct(in_channels, out_channels, 1, norm_layer=norm_layer, act_layer=act_layer)
@@ -136,7 +141,7 @@ class ASPP(nn.Module):
         separable: bool = True,
         dropout: float = 0.1,
         norm_layer: NormLayer = nn.BatchNorm2d,
-        act_layer: ActLayer = nn.ReLU,
+        act_layer: ActLayer = relu,
     ) -> None:
         super().__init__()
         branches: list[nn.Module] = [

@@ -86,6 +86,8 @@ def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
 def _upsample_crop(logits: torch.Tensor, padded: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if logits.shape[-2:] != padded.shape[-2:]:
         logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+    if padded.shape[-2:] == (height, width):
+        return logits  # no crop: an exported graph would copy the whole output for nothing
     return logits[..., :height, :width]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,7 @@ from torch import nn
 
 from zoo.encoders.base import Encoder, FeatureInfo
 from zoo.encoders.weights import fetch_timm_state_dict, load_converted, rename_keys
+from zoo.layers import relu
 
 OUTPUT_STRIDES = (8, 16, 32)
 XCEPTION_MEAN = (0.5, 0.5, 0.5)
@@ -27,7 +29,7 @@ XCEPTION_STD = (0.5, 0.5, 0.5)
 MidActivation = Literal["relu", "elu"] | None
 Order = Literal["depthwise_first", "pointwise_first"]
 BATCH_NORM = partial(nn.BatchNorm2d, eps=1e-3)  # TF DeepLab's epsilon
-_ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU}
+_ACTIVATIONS = {"relu": relu, "elu": nn.ELU}
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,8 @@ class SeparableConv(nn.Sequential):
         out_chs: output channels.
         stride: stride of the depthwise conv.
         dilation: dilation of the depthwise conv.
-        mid_act: activation class between the two stages, or None.
-        out_act: activation class after the second stage, or None.
+        mid_act: activation factory (called without arguments) between the two stages, or None.
+        out_act: activation factory after the second stage, or None.
         order: "depthwise_first" (Xception) or "pointwise_first" ("extreme Inception").
         groups: groups of the pointwise conv.
         norm_layer: normalisation class called with the channel count.
@@ -84,8 +86,8 @@ class SeparableConv(nn.Sequential):
         out_chs: int,
         stride: int = 1,
         dilation: int = 1,
-        mid_act: type[nn.Module] | None = None,
-        out_act: type[nn.Module] | None = None,
+        mid_act: Callable[[], nn.Module] | None = None,
+        out_act: Callable[[], nn.Module] | None = None,
         order: Order = "depthwise_first",
         groups: int = 1,
         norm_layer: type[nn.Module] = nn.BatchNorm2d,
@@ -137,8 +139,8 @@ class XceptionBlock(nn.Module):
         self.residual = residual and spec.skip
         mid = _ACTIVATIONS[mid_activation] if mid_activation else None
         if not spec.pre_act:
-            mid = mid or nn.ReLU
-        out = None if spec.pre_act else nn.ReLU
+            mid = mid or relu
+        out = None if spec.pre_act else relu
         chs = (in_chs, *spec.out_chs)
         self.convs = nn.ModuleList(
             SeparableConv(chs[i], chs[i + 1], stride if i == 2 else 1, dilation, mid, out, order, groups, norm_layer)
@@ -159,8 +161,11 @@ class XceptionBlock(nn.Module):
     def forward_with_tap(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The block output and the input of its last separable conv (DeepLab's feature tap)."""
         y = tap = x
-        for conv in self.convs:
-            tap = torch.relu(y) if self.pre_act else y
+        for i, conv in enumerate(self.convs):
+            if self.pre_act:  # in place after the first conv: only the block's input is read again (residual)
+                tap = torch.relu(y) if i == 0 else torch.relu_(y)
+            else:
+                tap = y
             y = conv(tap)
         if self.residual:
             y = y + (self.shortcut(x) if self.shortcut is not None else x)
