@@ -17,13 +17,7 @@ from zoo.flops import count_macs, count_params
 TINY = ["--encoder-kwargs", "width=0.125", "--warmup", "1", "--repeats", "1", "--rounds", "2", "--num-classes", "5"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the suite shares 2 cores, where two OpenMP threads stall on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_model(decoder: str | None) -> torch.nn.Module:

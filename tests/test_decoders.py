@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import TinyEncoder
 from torch import nn
 
 from zoo import list_decoders
@@ -16,44 +17,10 @@ from zoo.decoders.deeplabv3 import DeepLabV3Decoder
 from zoo.decoders.deeplabv3plus import DeepLabV3PlusDecoder
 from zoo.decoders.fcn import FCNDecoder
 from zoo.decoders.unet import UNetDecoder
-from zoo.encoders.base import Encoder, FeatureInfo
+from zoo.encoders.base import FeatureInfo
 from zoo.layers import ASPP, ConvBNAct, SeparableConvBNAct, atrous_rates_for, resize_to
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster than two contended ones on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class TinyEncoder(Encoder):
-    """Five 3x3 conv stages with reductions 2, 4, 8, 16, 32; a stride beyond ``output_stride`` becomes dilation."""
-
-    def __init__(self, output_stride: int = 32, channels: tuple[int, ...] = (4, 6, 8, 10, 12)) -> None:
-        super().__init__()
-        self.output_stride = output_stride
-        stages, info = [], []
-        reduction, dilation, c_in = 1, 1, 3
-        for c in channels:
-            stride = 2 if reduction * 2 <= output_stride else 1
-            dilation = dilation if stride == 2 else dilation * 2
-            reduction *= stride
-            conv = nn.Conv2d(c_in, c, 3, stride, padding=dilation, dilation=dilation, bias=False)
-            stages.append(nn.Sequential(conv, nn.BatchNorm2d(c), nn.ReLU()))
-            info.append(FeatureInfo(c, reduction))
-            c_in = c
-        self.stages = nn.ModuleList(stages)
-        self.feature_info = info
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def features_for(info: list[FeatureInfo], size: int = 64, batch: int = 2) -> list[torch.Tensor]:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from test_decoders import TinyEncoder
+from helpers import TinyEncoder
 
 import zoo
 from zoo.encoders import ENCODERS
@@ -29,13 +29,7 @@ STRIDES = [8, 16, 32]
 PAIRS = list(itertools.product(ENCODERS_UNDER_TEST, DECODERS))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster than two contended ones on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(encoder: str, decoder: str, output_stride: int = 16, **kwargs) -> SegmentationModel:

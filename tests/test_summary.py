@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 import torch
-from test_decoders import TinyEncoder
+from helpers import TinyEncoder
 
 from zoo import summary
 from zoo.encoders import ENCODERS

@@ -4,7 +4,8 @@ Each setting (model, input size, output stride) is one group of candidates timed
 round 1 runs the zoo model, then its fast path (``--fast``), then the peers (``--reference``: smp's model
 of the same architecture and timm's ``features_only`` encoder), round 2 again in the same order, and so
 on; in every round each candidate runs once untimed before its timed runs. Latency is the median (and 90th
-percentile) over all timed runs; the speed-up against the peer is the median over rounds of the per-round ratio, so slow phases of a shared machine hit both sides alike.
+percentile) over all timed runs; the speed-up against the peer is the median over rounds of the per-round
+ratio, so slow phases of a shared machine hit both sides alike.
 
 Python API::
 

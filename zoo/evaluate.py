@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.metrics import SegmentationScores, confusion_matrix_metric, scores_from_confusion
+from zoo.metrics import SegmentationScores, confusion_matrix_metric, print_scores, scores_from_confusion
 
 IGNORE_INDEX = 255
 
@@ -56,22 +56,6 @@ def evaluate(predictor: Any, dataset: Any, *, progress: bool = True) -> Segmenta
             metric.update(torch.from_numpy(prediction.astype(np.int64)), torch.from_numpy(mask.astype(np.int64)))
             bar.advance(task)
     return scores_from_confusion(metric.compute())
-
-
-def print_scores(scores: SegmentationScores, class_names: Sequence[str], title: str = "IoU") -> None:
-    """Print the per-class IoU table, mIoU and pixel accuracy (rich)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    table.add_column("class")
-    table.add_column("IoU", justify="right")
-    for name, iou in zip(class_names, scores.iou.tolist(), strict=True):
-        table.add_row(str(name), "-" if iou != iou else f"{iou:.4f}")
-    table.add_section()
-    table.add_row("mIoU", f"{scores.miou:.4f}")
-    table.add_row("pixel accuracy", f"{scores.pixel_accuracy:.4f}")
-    Console().print(table)
 
 
 def save_results(scores: SegmentationScores, class_names: Sequence[str], output: Path, info: dict[str, Any]) -> None:

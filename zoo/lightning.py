@@ -9,7 +9,6 @@ are linked to the model's arguments, so they are written only once (the data kno
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +22,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from zoo.datasets import DATASETS, build_dataset
-from zoo.metrics import SegmentationScores, confusion_matrix_metric, scores_from_confusion
+from zoo.metrics import SegmentationScores, confusion_matrix_metric, print_scores, scores_from_confusion
 from zoo.plots import overlay
 from zoo.transforms import eval_transform, seed_worker, train_transform
 
@@ -186,7 +185,7 @@ class SegmentationModule(pl.LightningModule):
             if iou == iou:  # NaN: class absent from ground truth and prediction
                 self.log(f"{prefix}_iou_{name}", iou)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            print_iou_table(scores, self.class_names, title=f"{prefix} (step {self.global_step})")
+            print_scores(scores, self.class_names, title=f"IoU {prefix} (step {self.global_step})")
         return scores
 
     def _log_overlays(self, images: torch.Tensor, preds: torch.Tensor) -> None:
@@ -228,22 +227,6 @@ class SegmentationModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["zoo"] = self.zoo_meta()
-
-
-def print_iou_table(scores: SegmentationScores, class_names: Sequence[str], title: str = "") -> None:
-    """Print per-class IoU, mIoU and pixel accuracy as a rich table."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"IoU {title}".strip())
-    table.add_column("class")
-    table.add_column("IoU", justify="right")
-    for name, iou in zip(class_names, scores.iou.tolist(), strict=True):
-        table.add_row(name, "-" if iou != iou else f"{iou:.4f}")
-    table.add_section()
-    table.add_row("mIoU", f"{scores.miou:.4f}")
-    table.add_row("pixel acc.", f"{scores.pixel_accuracy:.4f}")
-    Console().print(table)
 
 
 class SegmentationDataModule(pl.LightningDataModule):

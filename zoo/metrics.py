@@ -8,6 +8,7 @@ into IoU, mIoU and pixel accuracy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,4 +64,20 @@ def scores_from_confusion(confusion: torch.Tensor) -> SegmentationScores:
     return SegmentationScores(iou=iou.float(), miou=miou, pixel_accuracy=accuracy, confusion=confusion)
 
 
-__all__ = ["SegmentationScores", "confusion_matrix_metric", "scores_from_confusion"]
+def print_scores(scores: SegmentationScores, class_names: Sequence[str], title: str = "IoU") -> None:
+    """Print the per-class IoU table, mIoU and pixel accuracy (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for name, iou in zip(class_names, scores.iou.tolist(), strict=True):
+        table.add_row(str(name), "-" if iou != iou else f"{iou:.4f}")
+    table.add_section()
+    table.add_row("mIoU", f"{scores.miou:.4f}")
+    table.add_row("pixel accuracy", f"{scores.pixel_accuracy:.4f}")
+    Console().print(table)
+
+
+__all__ = ["SegmentationScores", "confusion_matrix_metric", "print_scores", "scores_from_confusion"]

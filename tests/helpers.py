@@ -1,0 +1,35 @@
+"""Helpers shared by the test modules."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from zoo.encoders.base import Encoder, FeatureInfo
+
+
+class TinyEncoder(Encoder):
+    """Five 3x3 conv stages with reductions 2, 4, 8, 16, 32; a stride beyond ``output_stride`` becomes dilation."""
+
+    def __init__(self, output_stride: int = 32, channels: tuple[int, ...] = (4, 6, 8, 10, 12)) -> None:
+        super().__init__()
+        self.output_stride = output_stride
+        stages, info = [], []
+        reduction, dilation, c_in = 1, 1, 3
+        for c in channels:
+            stride = 2 if reduction * 2 <= output_stride else 1
+            dilation = dilation if stride == 2 else dilation * 2
+            reduction *= stride
+            conv = nn.Conv2d(c_in, c, 3, stride, padding=dilation, dilation=dilation, bias=False)
+            stages.append(nn.Sequential(conv, nn.BatchNorm2d(c), nn.ReLU()))
+            info.append(FeatureInfo(c, reduction))
+            c_in = c
+        self.stages = nn.ModuleList(stages)
+        self.feature_info = info
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
