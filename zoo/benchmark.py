@@ -482,26 +482,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _row(candidate: Candidate, spec: str, config: BenchmarkConfig, device: torch.device, os_: int) -> BenchmarkRow:
-    h, w = candidate.size
-    row = BenchmarkRow(
-        model=spec,
-        impl=candidate.impl,
-        part=candidate.part,
-        size=f"{h}x{w}",
-        batch_size=config.batch_size,
-        output_stride=os_,
-        mode=config.mode,
-        device=str(device),
-        precision=config.precision,
-        channels_last=config.channels_last,
-        compiled=config.compile,
-        timed="forward" if config.mode == "infer" else "train step (forward+loss+backward+SGD)",
-        params_m=None if candidate.params is None else candidate.params / 1e6,
-        gmacs=None if candidate.macs is None else candidate.macs / 1e9,
-        memory=memory_kind(device),
-        versus=candidate.versus,
-        error=candidate.error,
-    )
+    row = _error_row(spec, candidate.impl, candidate.part, candidate.size, os_, config, device, candidate.error)
+    row.timed = "forward" if config.mode == "infer" else "train step (forward+loss+backward+SGD)"
+    row.params_m = None if candidate.params is None else candidate.params / 1e6
+    row.gmacs = None if candidate.macs is None else candidate.macs / 1e9
+    row.versus = candidate.versus
     samples = [t for round_times in candidate.times for t in round_times]
     if samples and candidate.error is None:
         row.latency_ms = statistics.median(samples)
@@ -648,8 +633,9 @@ def _error_row(
     os_: int,
     config: BenchmarkConfig,
     device: torch.device,
-    message: str,
+    message: str | None,
 ) -> BenchmarkRow:
+    """A row for one candidate at one setting, without measurements (``message``: why it has none)."""
     return BenchmarkRow(
         model=spec,
         impl=impl,

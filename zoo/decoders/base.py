@@ -1,10 +1,11 @@
-"""Finding an encoder's features by reduction, never by list position."""
+"""Finding an encoder's features by reduction, never by list position; pieces the decoders share."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from zoo.encoders.base import FeatureInfo
+from zoo.layers import ASPP, atrous_rates_for
 
 
 def tap_index(feature_info: Sequence[FeatureInfo], reduction: int | str) -> int:
@@ -34,3 +35,26 @@ def check_num_classes(num_classes: int) -> None:
     """Raise ``ValueError`` naming ``num_classes`` unless it is a positive int."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+
+
+def deepest_aspp(
+    feature_info: Sequence[FeatureInfo],
+    output_stride: int,
+    atrous_rates: Sequence[int] | None,
+    channels: int,
+    separable: bool,
+    dropout: float,
+) -> tuple[int, ASPP]:
+    """The deepest tap's index and an ASPP over it, with the papers' rates for ``output_stride`` unless given.
+
+    Args:
+        feature_info: the encoder's taps.
+        output_stride: the encoder's output stride (sets the default atrous rates).
+        atrous_rates: override of the three rates.
+        channels: channels of every ASPP branch and of its output.
+        separable: depthwise-separable atrous branches.
+        dropout: dropout after the projection.
+    """
+    rates = tuple(atrous_rates) if atrous_rates is not None else atrous_rates_for(output_stride)
+    index = tap_index(feature_info, "deepest")
+    return index, ASPP(feature_info[index].channels, channels, rates, separable, dropout)

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from zoo.decoders import DECODERS
-from zoo.decoders.base import check_num_classes, tap_index
+from zoo.decoders.base import check_num_classes, deepest_aspp
 from zoo.encoders.base import FeatureInfo
-from zoo.layers import ASPP, atrous_rates_for, conv3x3_bn_act, init_weights
+from zoo.layers import conv3x3_bn_act, init_weights
 
 
 @DECODERS.register("deeplabv3")
@@ -43,9 +43,9 @@ class DeepLabV3Decoder(nn.Module):
     ) -> None:
         super().__init__()
         check_num_classes(num_classes)
-        rates = tuple(atrous_rates) if atrous_rates is not None else atrous_rates_for(output_stride)
-        self.deep_index = tap_index(feature_info, "deepest")
-        self.aspp = ASPP(feature_info[self.deep_index].channels, channels, rates, separable, dropout)
+        self.deep_index, self.aspp = deepest_aspp(
+            feature_info, output_stride, atrous_rates, channels, separable, dropout
+        )
         self.conv = conv3x3_bn_act(channels, channels, separable)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         init_weights(self)

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from zoo.decoders import DECODERS
-from zoo.decoders.base import check_num_classes, tap_index
+from zoo.decoders.base import check_num_classes, deepest_aspp, tap_index
 from zoo.encoders.base import FeatureInfo
-from zoo.layers import ASPP, ConvBNAct, atrous_rates_for, conv3x3_bn_act, init_weights, resize_to
+from zoo.layers import ConvBNAct, conv3x3_bn_act, init_weights, resize_to
 
 
 @DECODERS.register("deeplabv3plus")
@@ -60,10 +60,10 @@ class DeepLabV3PlusDecoder(nn.Module):
     ) -> None:
         super().__init__()
         check_num_classes(num_classes)
-        rates = tuple(atrous_rates) if atrous_rates is not None else atrous_rates_for(output_stride)
-        self.deep_index = tap_index(feature_info, "deepest")
         self.low_index = tap_index(feature_info, low_level_reduction)
-        self.aspp = ASPP(feature_info[self.deep_index].channels, aspp_channels, rates, separable, dropout)
+        self.deep_index, self.aspp = deepest_aspp(
+            feature_info, output_stride, atrous_rates, aspp_channels, separable, dropout
+        )
         self.low_level = ConvBNAct(feature_info[self.low_index].channels, low_level_channels, 1)
         self.refine = nn.Sequential(
             conv3x3_bn_act(aspp_channels + low_level_channels, decoder_channels, separable),
