@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 import zoo
+from zoo import optimize
 from zoo.optimize import (
+    OnnxRuntimeRunner,
     count_batchnorms,
     find_conv_bn_pairs,
     fold_batchnorm,
@@ -182,6 +184,37 @@ def test_auto_measures_onnxruntime_and_eager_on_cpu(tiny_model: nn.Module) -> No
     assert all(d <= 1e-3 for d in optimized.max_abs_diff.values())
     with torch.no_grad():
         assert (optimized(x) - tiny_model(x)).abs().max().item() <= 1e-3
+
+
+def test_onnxruntime_shapes_beyond_max_sessions_share_one_dynamic_graph(tiny_model: nn.Module) -> None:
+    runner = OnnxRuntimeRunner(
+        fold_batchnorm(tiny_model, torch.randn(1, 3, 64, 64)), torch.randn(1, 3, 64, 64), max_sessions=1
+    )
+    for shape in [(1, 3, 64, 64), (1, 3, 96, 64), (2, 3, 57, 83), (1, 3, 128, 32)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = tiny_model(x)
+        assert (runner(x) - expected).abs().max().item() <= 1e-3
+    assert list(runner.sessions) == [(1, 3, 64, 64)]
+    assert runner.dynamic_ok is True and runner.dynamic_session is not None
+
+
+def test_onnxruntime_falls_back_to_fixed_graphs(tiny_model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    export = optimize.export_onnx
+
+    def no_dynamic(model, example_input, *, opset=17, dynamic=False):
+        if dynamic:
+            raise RuntimeError("dynamic export unsupported")
+        return export(model, example_input, opset=opset)
+
+    monkeypatch.setattr(optimize, "export_onnx", no_dynamic)
+    runner = OnnxRuntimeRunner(tiny_model, torch.randn(1, 3, 64, 64), max_sessions=2)
+    for shape in [(1, 3, 64, 64), (1, 3, 96, 64), (1, 3, 57, 83)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            assert (runner(x) - tiny_model(x)).abs().max().item() <= 1e-3
+    assert runner.dynamic_ok is False
+    assert list(runner.sessions) == [(1, 3, 96, 64), (1, 3, 57, 83)]  # least recently used dropped
 
 
 def test_optimize_leaves_the_model_unchanged(tiny_model: nn.Module) -> None:

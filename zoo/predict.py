@@ -417,7 +417,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--onnx", type=Path, default=None, help="ONNX file from zoo export (--backend onnx)")
     parser.add_argument(
-        "--fast", action="store_true", help="zoo.optimize_for_inference (per input size): for images of one size"
+        "--fast",
+        action="store_true",
+        help="zoo.optimize_for_inference (on the CPU: ONNX Runtime, a fixed graph for each of the first 4 input "
+        "sizes, one graph with dynamic sizes for all others)",
     )
     parser.add_argument("--num-classes", type=int, default=None, help="fail unless the checkpoint has this many")
     parser.add_argument("--classes", default=None, help="comma-separated class names the checkpoint must have")
