@@ -199,6 +199,20 @@ def test_onnxruntime_shapes_beyond_max_sessions_share_one_dynamic_graph(tiny_mod
     assert runner.dynamic_ok is True and runner.dynamic_session is not None
 
 
+def test_onnxruntime_dynamic_graph_returns_encoder_features() -> None:
+    torch.manual_seed(0)
+    encoder = _randomise_bn(zoo.build_encoder("xception65", output_stride=16, width=0.125))
+    runner = OnnxRuntimeRunner(encoder, torch.randn(1, 3, 64, 64), max_sessions=1)
+    for shape in [(1, 3, 96, 64), (2, 3, 57, 83)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = encoder(x)
+        got = runner(x)
+        assert [g.shape for g in got] == [e.shape for e in expected]
+        assert max((g - e).abs().max().item() for g, e in zip(got, expected, strict=True)) <= 1e-3
+    assert runner.dynamic_ok is True and list(runner.sessions) == [(1, 3, 64, 64)]
+
+
 def test_onnxruntime_falls_back_to_fixed_graphs(tiny_model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
     export = optimize.export_onnx
 

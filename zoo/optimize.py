@@ -269,8 +269,8 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, *, opset: int = 1
     if dynamic:
         with torch.no_grad():
             count = len(flat(example_input))
-        dims = {0: "batch", 2: "height", 3: "width"}
-        axes = {"input": dims} | {f"output_{i}": dims for i in range(count)}
+        axes = {"input": {0: "batch", 2: "height", 3: "width"}}
+        axes |= {f"output_{i}": {0: "batch", 2: f"height_{i}", 3: f"width_{i}"} for i in range(count)}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
