@@ -29,6 +29,7 @@ import io
 import statistics
 import time
 import warnings
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -51,22 +52,38 @@ _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # BatchNorm folding
 
 
-class _UseCounter(TorchFunctionMode):
-    """Counts, per tensor, the torch calls that read it and return a tensor (metadata queries don't count)."""
+class _ConvOutputs(TorchFunctionMode):
+    """Follows convolution outputs through one forward pass without keeping any tensor alive.
+
+    Each output gets a token when its convolution returns; a tensor is matched to its token by identity
+    (a weak reference), so an id reused after a tensor is freed is never mistaken for it. ``uses`` counts,
+    per token, the torch calls that read the tensor and return a tensor (metadata queries don't count).
+    """
 
     def __init__(self) -> None:
         super().__init__()
+        self._by_id: dict[int, tuple[int, weakref.ref]] = {}
+        self.conv_of: dict[int, str] = {}
         self.uses: Counter[int] = Counter()
-        self.alive: list[torch.Tensor] = []  # keeps ids unique while recording
+
+    def add(self, tensor: torch.Tensor, conv_name: str) -> None:
+        token = len(self.conv_of)
+        self.conv_of[token] = conv_name
+        self._by_id[id(tensor)] = (token, weakref.ref(tensor))
+
+    def token(self, tensor: Any) -> int | None:
+        """The token of a convolution output that is still alive, else None."""
+        entry = self._by_id.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
+        return entry[0] if entry is not None and entry[1]() is tensor else None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if any(isinstance(o, torch.Tensor) for o in pytree.tree_leaves(out)):
             for leaf in pytree.tree_leaves((args, kwargs)):
-                if isinstance(leaf, torch.Tensor):
-                    self.uses[id(leaf)] += 1
-                    self.alive.append(leaf)
+                token = self.token(leaf)
+                if token is not None:
+                    self.uses[token] += 1
         return out
 
 
@@ -90,10 +107,9 @@ def find_conv_bn_pairs(model: nn.Module, example_input: torch.Tensor) -> list[tu
         model: the network to inspect.
         example_input: an input ``model`` accepts.
     """
-    conv_out: dict[int, str] = {}
-    bn_in: dict[str, int] = {}
+    tracker = _ConvOutputs()
+    bn_in: dict[str, int | None] = {}
     calls: Counter[str] = Counter()
-    keep: list[torch.Tensor] = []
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, _CONV_TYPES):
@@ -101,40 +117,32 @@ def find_conv_bn_pairs(model: nn.Module, example_input: torch.Tensor) -> list[tu
             def after_conv(mod, inputs, output, name=name):
                 calls[name] += 1
                 if isinstance(output, torch.Tensor):
-                    conv_out[id(output)] = name
-                    keep.append(output)
+                    tracker.add(output, name)
 
             handles.append(module.register_forward_hook(after_conv))
         elif _is_foldable_bn(module):
 
             def before_bn(mod, inputs, name=name):
                 calls[name] += 1
-                if inputs and isinstance(inputs[0], torch.Tensor):
-                    bn_in[name] = id(inputs[0])
-                    keep.append(inputs[0])
+                bn_in[name] = tracker.token(inputs[0]) if inputs else None
 
             handles.append(module.register_forward_pre_hook(before_bn))
     was_training = model.training
     model.eval()
-    counter = _UseCounter()
     try:
-        with torch.no_grad(), counter:
+        with torch.no_grad(), tracker:
             outputs = model(example_input)
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    returned = {id(leaf) for leaf in pytree.tree_leaves(outputs) if isinstance(leaf, torch.Tensor)}
+    returned = {tracker.token(leaf) for leaf in pytree.tree_leaves(outputs)}
     pairs = []
-    for bn_name, tensor_id in bn_in.items():
-        conv_name = conv_out.get(tensor_id)
-        if (
-            conv_name is not None
-            and counter.uses[tensor_id] == 1
-            and tensor_id not in returned
-            and calls[conv_name] == 1
-            and calls[bn_name] == 1
-        ):
+    for bn_name, token in bn_in.items():
+        if token is None or token in returned or tracker.uses[token] != 1:
+            continue
+        conv_name = tracker.conv_of[token]
+        if calls[conv_name] == 1 and calls[bn_name] == 1:
             pairs.append((conv_name, bn_name))
     return pairs
 
