@@ -457,19 +457,13 @@ def _time_round(candidate: Candidate, config: BenchmarkConfig, device: torch.dev
 
 def measure(candidates: list[Candidate], config: BenchmarkConfig, device: torch.device) -> None:
     """Warm up every candidate, then time them in ``config.rounds`` alternating rounds (errors kept per candidate)."""
-    for candidate in candidates:
-        if candidate.error is not None:
-            continue
-        try:
-            _prepare(candidate, config, device)
-        except Exception as error:
-            _fail(candidate, error, device)
-    for _ in range(config.rounds):
+    steps = [_prepare] + [_time_round] * config.rounds
+    for step in steps:
         for candidate in candidates:
             if candidate.error is not None:
                 continue
             try:
-                _time_round(candidate, config, device)
+                step(candidate, config, device)
             except Exception as error:
                 _fail(candidate, error, device)
 
@@ -482,7 +476,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _row(candidate: Candidate, spec: str, config: BenchmarkConfig, device: torch.device, os_: int) -> BenchmarkRow:
-    row = _error_row(spec, candidate.impl, candidate.part, candidate.size, os_, config, device, candidate.error)
+    row = _setting_row(spec, candidate.impl, candidate.part, candidate.size, os_, config, device, candidate.error)
     row.timed = "forward" if config.mode == "infer" else "train step (forward+loss+backward+SGD)"
     row.params_m = None if candidate.params is None else candidate.params / 1e6
     row.gmacs = None if candidate.macs is None else candidate.macs / 1e9
@@ -549,7 +543,7 @@ def _group_candidates(
             raise BenchmarkError("--fast: the fast path is for --mode infer only")
         fast = _fast_candidate(zoo_module, part, size, config, device, versus=model_ref or enc_ref or "zoo")
         candidates.insert(1, fast)
-    rows = [_error_row(spec, impl, cpart, size, os_, config, device, message) for impl, cpart, message in failed]
+    rows = [_setting_row(spec, impl, cpart, size, os_, config, device, message) for impl, cpart, message in failed]
     return candidates, rows
 
 
@@ -613,7 +607,7 @@ def _run_settings(config: BenchmarkConfig, progress: Callable[[str], None] | Non
                 raise
             except Exception as error:  # the zoo model itself cannot be built at this setting
                 part = "model" if parse_model_spec(spec)[1] else "encoder"
-                rows.append(_error_row(spec, "zoo", part, size, os_, config, device, _describe(error)))
+                rows.append(_setting_row(spec, "zoo", part, size, os_, config, device, _describe(error)))
                 continue
             measure(candidates, config, device)
             group = [_row(c, spec, config, device, os_) for c in candidates]
@@ -625,7 +619,7 @@ def _run_settings(config: BenchmarkConfig, progress: Callable[[str], None] | Non
     return rows
 
 
-def _error_row(
+def _setting_row(
     spec: str,
     impl: str,
     part: str,
