@@ -19,15 +19,16 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
+# One torch thread per test process, two processes (pytest-xdist): two OpenMP threads on two cores stall each other.
 test: install
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
 
 lint: install
 	$(PY) -m ruff check zoo tests train.py benchmarks
 	$(PY) -m ruff format --check zoo tests train.py benchmarks
 
 demo: install
-	$(PY) -m zoo.demo
+	$(PY) -m zoo demo
 
 clean:
 	rm -rf $(VENV) runs lightning_logs

@@ -1,4 +1,4 @@
-"""Train, validate or test a segmentation model from YAML configs (PyTorch Lightning's LightningCLI).
+"""Train, validate or test a segmentation model from YAML configs (the same as ``zoo train``; LightningCLI).
 
     python train.py fit --config configs/quickstart.yaml
     python train.py fit --config configs/deeplabv3plus_xception65-os16_16x513_voc-aug.yaml --data.root DIR
@@ -13,7 +13,7 @@ process). Several nodes: add ``--trainer.num_nodes N`` and launch one process pe
 (or ``srun`` under SLURM); Lightning detects the cluster from the environment (TorchElastic, SLURM).
 """
 
-from zoo.lightning import cli_main
+from zoo.cli.train import cli_main
 
 if __name__ == "__main__":
     cli_main()

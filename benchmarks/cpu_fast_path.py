@@ -33,7 +33,8 @@ from torch import nn
 
 import zoo
 from zoo.flops import count_macs
-from zoo.optimize import export_onnx, fold_batchnorm
+from zoo.infer.fold import fold_batchnorm
+from zoo.infer.onnx import onnx_bytes as export_onnx_bytes
 
 
 def _ort_session(onnx_bytes: bytes, threads: int, *, profile: bool = False, disabled: list[str] | None = None):
@@ -119,7 +120,7 @@ def pointwise_rate(channels: int, size: int, threads: int, runs: int = 20) -> fl
     """GMAC/s of ONNX Runtime on eight chained 1x1 convolutions (channels -> channels, size x size)."""
     chain = nn.Sequential(*[nn.Conv2d(channels, channels, 1) for _ in range(8)]).eval()
     x = torch.randn(1, channels, size, size)
-    run = _ort_runner(_ort_session(export_onnx(chain, x), threads))
+    run = _ort_runner(_ort_session(export_onnx_bytes(chain, x), threads))
     array = x.numpy()
     for _ in range(3):
         run(array)
@@ -143,7 +144,7 @@ def main() -> None:
     x = torch.randn(1, 3, args.size, args.size)
     model = zoo.build_model("xception65", "deeplabv3plus", num_classes=21, output_stride=16).eval()
     folded = fold_batchnorm(model, x)
-    onnx_bytes = export_onnx(folded, x)
+    onnx_bytes = export_onnx_bytes(folded, x)
     macs = count_macs(model, x)
 
     times = alternate(build_candidates(folded, x, onnx_bytes, threads), args.rounds, args.repeats)

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/cpu_env.sh
-"$PY" -m zoo.cli benchmark --models xception65:deeplabv3plus --size 512 --scaling --device cpu \
+"$PY" -m zoo benchmark --models xception65:deeplabv3plus --size 512 --scaling --device cpu \
     --warmup 1 --repeats 2 --rounds 3 \
-    --csv "$RESULTS/cpu_scaling.csv" --markdown "$RESULTS/cpu_scaling.md" --plot "$RESULTS/cpu_scaling.png" "$@"
+    --csv "$RESULTS/cpu_scaling.csv" --json "$RESULTS/cpu_scaling.json" "$@"
+"$PY" benchmarks/report.py "$RESULTS/cpu_scaling.json" --markdown "$RESULTS/cpu_scaling.md" --plot "$RESULTS/cpu_scaling.png"

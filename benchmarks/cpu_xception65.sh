@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/cpu_env.sh
-"$PY" -m zoo.cli benchmark --models xception65:deeplabv3plus --size 512 --batch-size 1 --output-stride 16 \
+"$PY" -m zoo benchmark --models xception65:deeplabv3plus --size 512 --batch-size 1 --output-stride 16 \
     --device cpu --reference --fast --warmup 2 --repeats 3 --rounds 7 \
-    --csv "$RESULTS/cpu_xception65.csv" --json "$RESULTS/cpu_xception65.json" \
-    --markdown "$RESULTS/cpu_xception65.md" --plot "$RESULTS/cpu_xception65.png" "$@"
+    --csv "$RESULTS/cpu_xception65.csv" --json "$RESULTS/cpu_xception65.json" "$@"
+"$PY" benchmarks/report.py "$RESULTS/cpu_xception65.json" \
+    --markdown "$RESULTS/cpu_xception65.md" --plot "$RESULTS/cpu_xception65.png"

@@ -11,9 +11,10 @@ mkdir -p "$RESULTS"
 bench() {  # bench NAME ARGS...
     local name=$1
     shift
-    "$PY" -m zoo.cli benchmark --device cuda --precision bf16 --channels-last "$@" \
-        --csv "$RESULTS/$name.csv" --json "$RESULTS/$name.json" --markdown "$RESULTS/$name.md" \
+    "$PY" -m zoo benchmark --device cuda --precision bf16 --channels-last "$@" \
+        --csv "$RESULTS/$name.csv" --json "$RESULTS/$name.json" \
         || echo "zoo benchmark $name exited with $?" >&2
+    "$PY" benchmarks/report.py "$RESULTS/$name.json" --markdown "$RESULTS/$name.md"
 }
 case "${1:-infer}" in
 infer)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zoo.lightning import SegmentationDataModule, SegmentationModule, cli_main
+from zoo.cli.train import cli_main
+from zoo.train import SegmentationDataModule, SegmentationModule
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 NAME = re.compile(

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from zoo.cli import main
-from zoo.datasets.io import read_mask, voc_colormap
+from zoo.data.io import read_mask, voc_colormap
 
 
 def test_make_shapes_then_check(tmp_path, capsys):
@@ -49,6 +49,6 @@ def test_check_bad_arguments(tmp_path, capsys):
     assert main(["data", "check", "--dataset", "voc", "--root", str(tmp_path / "missing")]) == 1
     assert f"--root: folder not found: {tmp_path / 'missing'}" in capsys.readouterr().out.replace("\n", "")
     assert main(["data", "check", "--dataset", "imagenet", "--root", str(tmp_path)]) == 2
-    assert "unknown dataset 'imagenet'" in capsys.readouterr().out
+    assert "unknown dataset 'imagenet'" in capsys.readouterr().err
     assert main(["data", "check", "--dataset", "cityscapes", "--root", str(tmp_path)]) == 1
     assert "cityscapes: no splits found under" in capsys.readouterr().out

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 import zoo
-from zoo.datasets.cityscapes import label_ids_to_train_ids
-from zoo.datasets.io import read_image, read_mask, voc_colormap, write_mask
-from zoo.transforms import eval_transform
+from zoo.data.cityscapes import label_ids_to_train_ids
+from zoo.data.io import read_image, read_mask, voc_colormap, write_mask
+from zoo.data.transforms import eval_transform
 
 RNG = np.random.default_rng(0)
 
@@ -159,7 +159,7 @@ def test_voc_reads_splits(voc):
 
 def test_voc_with_transform_gives_tensors(voc):
     root, masks = voc
-    data = zoo.build_dataset("voc", root=root, split="val", transform=eval_transform((0.5,) * 3, (0.5,) * 3))
+    data = zoo.build_dataset("voc", root=root, split="val", transform=eval_transform())
     item = data[0]
     assert item["image"].dtype == torch.float32 and item["image"].shape == (3, 36, 36)
     assert item["mask"].dtype == torch.long
@@ -263,7 +263,7 @@ def test_voc_train_aug_needs_a_source(voc):
 
 
 def test_voc_reads_written_shapes(tmp_path):
-    from zoo.datasets.shapes import SHAPES_CLASSES, ShapesDataset, write_shapes
+    from zoo.data.shapes import SHAPES_CLASSES, ShapesDataset, write_shapes
 
     write_shapes(tmp_path / "shapes", num_train=2, num_val=1, size=48)
     data = zoo.build_dataset("voc", root=tmp_path / "shapes", split="train")

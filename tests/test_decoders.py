@@ -11,7 +11,7 @@ from torch import nn
 
 from zoo import list_decoders
 from zoo.decoders import DECODERS
-from zoo.decoders.aux import FCNHead, aux_tap_index
+from zoo.decoders.auxiliary import FCNHead, aux_tap_index
 from zoo.decoders.base import tap_index
 from zoo.decoders.deeplabv3 import DeepLabV3Decoder
 from zoo.decoders.deeplabv3plus import DeepLabV3PlusDecoder

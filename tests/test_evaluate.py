@@ -12,9 +12,9 @@ from PIL import Image
 
 from zoo import build_dataset, build_model, save_model
 from zoo.cli import main
-from zoo.datasets.shapes import write_shapes
-from zoo.plots import overlay, plot_class_iou, plot_confusion_matrix
-from zoo.predict import Predictor
+from zoo.data.shapes import write_shapes
+from zoo.infer.predictor import Predictor
+from zoo.viz import overlay, plot_class_iou, plot_confusion_matrix
 
 
 @pytest.fixture(scope="module")

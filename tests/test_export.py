@@ -12,8 +12,8 @@ from PIL import Image
 
 from zoo import build_model, save_model
 from zoo.cli import main
-from zoo.export import OnnxModel, export_onnx
-from zoo.predict import Predictor
+from zoo.infer.onnx import OnnxModel, export_onnx
+from zoo.infer.predictor import Predictor
 
 CLASSES = ["background", "a", "b"]
 

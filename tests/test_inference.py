@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo import build_model
-from zoo.inference import infer_logits, window_starts
+from zoo.infer.tta import infer_logits, window_starts
 
 
 class Scaled(nn.Module):
@@ -114,11 +114,13 @@ def test_batch_size_does_not_change_the_result(model: nn.Module) -> None:
     torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-5)
 
 
-def test_training_mode_dict_output_is_read_at_out() -> None:
-    net = build_model("xception65", "fcn", num_classes=2, aux_head=True, encoder_kwargs={"width": 0.125})
-    net.train()
-    out = infer_logits(net, torch.randn(2, 3, 33, 33))
+def test_a_model_with_an_aux_head_gives_logits_in_eval() -> None:
+    net = build_model("xception65", "fcn", num_classes=2, aux_head=True, encoder_kwargs={"width": 0.125}).eval()
+    x = torch.rand(2, 3, 33, 33)
+    out = infer_logits(net, x)
     assert out.shape == (2, 2, 33, 33)
+    with torch.no_grad():
+        torch.testing.assert_close(out, net(x))
 
 
 @pytest.mark.parametrize(

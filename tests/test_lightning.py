@@ -17,8 +17,9 @@ import yaml
 from PIL import Image
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-from zoo.lightning import SegmentationDataModule, SegmentationModule
+from zoo.cli import main
 from zoo.metrics import confusion_matrix_metric, scores_from_confusion
+from zoo.train import SegmentationDataModule, SegmentationModule
 
 TINY_MODEL = dict(encoder="xception65", decoder="deeplabv3plus", encoder_kwargs={"width": 0.125})
 
@@ -105,7 +106,7 @@ def test_datamodule_knows_shapes_classes():
 
 
 def test_datamodule_reads_classes_of_a_voc_layout_root(tmp_path):
-    from zoo.datasets.shapes import SHAPES_CLASSES, write_shapes
+    from zoo.data.shapes import SHAPES_CLASSES, write_shapes
 
     root = write_shapes(tmp_path / "shapes", num_train=2, num_val=2, size=40)
     data = SegmentationDataModule(dataset="voc", root=str(root))
@@ -126,7 +127,6 @@ def test_prepare_data_writes_missing_shapes(tmp_path):
         "shapes_train_00000",
         "shapes_train_00001",
     ]
-    data.hparams.mean, data.hparams.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     assert batch["image"].shape == (2, 3, 48, 48) and batch["mask"].dtype == torch.long
@@ -134,7 +134,7 @@ def test_prepare_data_writes_missing_shapes(tmp_path):
 
 def first_batches(seed: int, num_workers: int, count: int = 4) -> list[torch.Tensor]:
     pl.seed_everything(seed, workers=True)
-    data = tiny_data(num_workers=num_workers, batch_size=1, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    data = tiny_data(num_workers=num_workers, batch_size=1)
     data.setup("fit")
     batches = []
     for batch in data.train_dataloader():
@@ -161,7 +161,6 @@ def test_fast_dev_run_on_shapes(tmp_path):
     loss = trainer.callback_metrics["train_loss"]
     assert torch.isfinite(loss)
     assert 0.0 <= float(trainer.callback_metrics["val_miou"]) <= 1.0
-    # the data module read the normalisation from the model's encoder
     assert data.datasets["train"].transform is not None
     assert module.val_scores is not None and module.val_scores.confusion.sum() > 0
 
@@ -184,7 +183,7 @@ def test_checkpoint_stores_zoo_meta(tmp_path):
     model_keys = {k for k in checkpoint["state_dict"] if k.startswith("model.")}
     assert model_keys == {f"model.{k}" for k in module.model.state_dict()}
     # zoo.models.load_model rebuilds the same network from the Lightning checkpoint
-    from zoo.models import load_model
+    from zoo.checkpoint import load_model
 
     loaded = load_model(path)
     x = torch.randn(1, 3, 40, 40)
@@ -238,7 +237,7 @@ DDP_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import pytorch_lightning as pl
-    from zoo.lightning import SegmentationDataModule, SegmentationModule
+    from zoo.train import SegmentationDataModule, SegmentationModule
 
     devices, out = int(sys.argv[1]), sys.argv[2]
     pl.seed_everything(0)
@@ -277,7 +276,7 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[devices] = json.loads(out.read_text())
     assert results[1]["world_size"] == 1 and results[2]["world_size"] == 2
-    from zoo.datasets.shapes import ShapesDataset
+    from zoo.data.shapes import ShapesDataset
 
     labelled = sum(int((item["mask"] != 255).sum()) for item in ShapesDataset(split="val", size=48, num_images=6))
     assert np.asarray(results[1]["confusion"]).sum() == labelled
@@ -288,18 +287,16 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
 # --------------------------------------------------------------------- demo
 def test_demo_writes_shapes_trains_and_draws_overlays(tmp_path, monkeypatch, capsys):
     """The demo end to end on a shrunken quickstart config: files in VOC layout, training, overlays."""
-    from zoo import demo
-
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml").read_text())
     config["trainer"].update(max_steps=2, val_check_interval=2, enable_progress_bar=False)
     config["model"]["encoder_kwargs"] = {"width": 0.125}
     config["data"].update(crop_size=48, batch_size=2, val_batch_size=2)
     config["data"]["write_shapes_if_missing"] = {"num_train": 4, "num_val": 2, "seed": 0, "size": 48}
-    path = tmp_path / "tiny.yaml"
+    path = tmp_path / "quickstart.yaml"  # runs are named after the config file
     path.write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
 
-    assert demo.main(["--config", str(path), "--output", "overlays", "--num-overlays", "2"]) == 0
+    assert main(["demo", "--config", str(path), "--output", "overlays", "--num-overlays", "2"]) == 0
     root = Path(config["data"]["root"])
     assert (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split() == [
         "shapes_val_00000",

@@ -11,8 +11,9 @@ import torch
 from helpers import TinyEncoder
 
 import zoo
+from zoo.checkpoint import load_model, save_model
 from zoo.encoders import ENCODERS
-from zoo.models import SegmentationModel, build_model, load_model, save_model
+from zoo.models import SegmentationModel, build_model
 
 TINY = {"width": 0.125}
 # the zoo's Xceptions (width-reduced) and two smp encoders
@@ -97,15 +98,16 @@ def test_any_size_with_tiny_encoder(tiny, size):
 
 
 def test_zero_padding_to_the_size_divisor(tiny):
-    """The model sees the input padded with zeros (the normalised mean colour) at the bottom and right."""
-    model = build_model(tiny, "fcn", num_classes=2).eval()
+    """The encoder sees the normalised input padded with zeros (the mean colour) at the bottom and right."""
+    model = build_model(tiny, "fcn", num_classes=2, mean=(0.2, 0.4, 0.6), std=(0.5, 0.25, 2.0)).eval()
     seen = []
     model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    x = torch.randn(1, 3, 40, 70)
+    x = torch.rand(1, 3, 40, 70)
     with torch.no_grad():
         model(x)
     assert seen[0].shape == (1, 3, 64, 96)
-    torch.testing.assert_close(seen[0][..., :40, :70], x)
+    mean, std = torch.tensor([0.2, 0.4, 0.6]).view(1, 3, 1, 1), torch.tensor([0.5, 0.25, 2.0]).view(1, 3, 1, 1)
+    torch.testing.assert_close(seen[0][..., :40, :70], (x - mean) / std)
     assert seen[0][..., 40:, :].abs().sum() == 0 and seen[0][..., :, 70:].abs().sum() == 0
 
 
@@ -118,6 +120,8 @@ def test_build_args_are_plain_and_rebuild(tiny):
         "output_stride": 8,
         "aux_head": True,
         "encoder_kwargs": {},
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
         "atrous_rates": [1, 2, 3],
     }
     json.dumps(model.build_args)
@@ -156,7 +160,7 @@ def test_load_lightning_checkpoint(tmp_path, tiny):
 
 
 def test_load_errors(tmp_path, tiny):
-    with pytest.raises(FileNotFoundError, match="no such model file: .*missing.pt"):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint: .*missing.pt"):
         load_model(tmp_path / "missing.pt")
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt is not a zoo model file: expected the keys 'zoo' and 'state_dict'"):

@@ -7,15 +7,9 @@ import torch
 from torch import nn
 
 import zoo
-from zoo import optimize
-from zoo.optimize import (
-    OnnxRuntimeRunner,
-    count_batchnorms,
-    find_conv_bn_pairs,
-    fold_batchnorm,
-    fold_conv_bn,
-    optimize_for_inference,
-)
+from zoo.infer import optimize
+from zoo.infer.fold import count_batchnorms, find_conv_bn_pairs, fold_batchnorm, fold_conv_bn
+from zoo.infer.optimize import OnnxRuntimeRunner, optimize_for_inference
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -214,14 +208,14 @@ def test_onnxruntime_dynamic_graph_returns_encoder_features() -> None:
 
 
 def test_onnxruntime_falls_back_to_fixed_graphs(tiny_model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
-    export = optimize.export_onnx
+    export = optimize.onnx_bytes
 
     def no_dynamic(model, example_input, *, opset=17, dynamic=False):
         if dynamic:
             raise RuntimeError("dynamic export unsupported")
         return export(model, example_input, opset=opset)
 
-    monkeypatch.setattr(optimize, "export_onnx", no_dynamic)
+    monkeypatch.setattr(optimize, "onnx_bytes", no_dynamic)
     runner = OnnxRuntimeRunner(tiny_model, torch.randn(1, 3, 64, 64), max_sessions=2)
     for shape in [(1, 3, 64, 64), (1, 3, 96, 64), (1, 3, 57, 83)]:
         x = torch.randn(shape)

@@ -11,8 +11,9 @@ from PIL import Image
 
 from zoo import build_model, save_model
 from zoo.cli import main
-from zoo.datasets.io import read_image
-from zoo.predict import Predictor, find_images, output_names, resolve_palette, to_rgb_uint8
+from zoo.cli.predict import find_images, output_names, resolve_palette
+from zoo.data.io import read_image, to_rgb_uint8
+from zoo.infer.predictor import Predictor
 
 CLASSES = ["background", "thing", "stuff"]
 PALETTE = [[0, 0, 0], [200, 30, 30], [30, 200, 30]]
@@ -50,8 +51,7 @@ def test_predict_matches_the_model(checkpoint: Path, predictor: Predictor) -> No
     assert mask.shape == (37, 50) and mask.dtype == np.uint8
     model = tiny_model().eval()
     model.load_state_dict(torch.load(checkpoint)["state_dict"])
-    mean, std = torch.tensor(model.mean).view(1, 3, 1, 1), torch.tensor(model.std).view(1, 3, 1, 1)
-    x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255 - mean) / std
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         expected = model(x).argmax(1)[0].numpy()
     np.testing.assert_array_equal(mask, expected)

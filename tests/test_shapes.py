@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.datasets import DATASETS, build_dataset
-from zoo.datasets.shapes import SHAPES_CLASSES, SHAPES_PALETTE, ShapesDataset, make_shapes_item, write_shapes
+from zoo.data import DATASETS, build_dataset
+from zoo.data.shapes import SHAPES_CLASSES, SHAPES_PALETTE, ShapesDataset, make_shapes_item, write_shapes
 
 
 def test_registered_and_described():

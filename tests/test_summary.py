@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 from helpers import TinyEncoder
 
 from zoo import summary
+from zoo.cli import main
 from zoo.encoders import ENCODERS
 from zoo.flops import count_macs, count_params
 from zoo.models import build_model
@@ -32,10 +31,7 @@ def tiny(monkeypatch):
 
 
 def zoo_summary(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="zoo")
-    summary.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["summary", *argv])
-    return args.func(args)
+    return main(["summary", *argv])
 
 
 def markdown_rows(text: str) -> list[list[str]]:

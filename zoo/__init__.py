@@ -4,18 +4,18 @@ Importing the package registers every encoder, decoder and dataset (and the zoo'
 encoder table), so nothing depends on import order.
 """
 
-from zoo.datasets import build_dataset, list_datasets
+from zoo.checkpoint import load_model, save_model
+from zoo.data import build_dataset, list_datasets
 from zoo.decoders import list_decoders
 from zoo.encoders import build_encoder, list_encoders
-from zoo.models import SegmentationModel, build_model, load_model, save_model
-from zoo.optimize import optimize_for_inference
-from zoo.predict import Predictor
-
-__version__ = "0.1.0"
+from zoo.infer import Predictor, optimize_for_inference
+from zoo.models import SegmentationModel, build_model
+from zoo.version import __version__
 
 __all__ = [
     "Predictor",
     "SegmentationModel",
+    "__version__",
     "build_dataset",
     "build_encoder",
     "build_model",

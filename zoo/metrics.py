@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from zoo.data.io import IGNORE_INDEX
 
-def confusion_matrix_metric(num_classes: int, ignore_index: int = 255) -> MulticlassConfusionMatrix:
+
+def confusion_matrix_metric(num_classes: int, ignore_index: int = IGNORE_INDEX) -> MulticlassConfusionMatrix:
     """A torchmetrics confusion matrix (rows: ground truth, columns: prediction) that skips ``ignore_index``.
 
     Args:

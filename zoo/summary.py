@@ -1,4 +1,4 @@
-"""``zoo summary``: parameters and multiply-adds of encoders and of encoder × decoder models.
+"""Parameters and multiply-adds of encoders and of encoder × decoder models.
 
 Multiply-adds are counted by ``torch.utils.flop_counter`` (see :mod:`zoo.flops`) on one ``size``×``size`` image,
 in eval mode, and reported as GMACs (10^9 multiply-accumulates, i.e. half of the FLOPs PyTorch counts).
@@ -12,9 +12,6 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -143,51 +140,8 @@ def render(rows: list[Row], headers: Sequence[str], title: str, markdown: bool) 
     return None
 
 
-def _size(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size must be N or HxW, got {text!r}") from None
-    if len(values) not in (1, 2) or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"--size must be N or HxW with positive sizes, got {text!r}")
-    return (values[0], values[-1])
-
-
-def _json_dict(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"--encoder-kwargs must be a JSON object: {error}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"--encoder-kwargs must be a JSON object, got {text!r}")
-    return value
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``summary`` subcommand to the ``zoo`` command line."""
-    parser = subparsers.add_parser(
-        "summary",
-        help="parameters and GMACs of encoders or encoder × decoder models",
-        description="Parameters and multiply-adds (GMACs, counted by torch.utils.flop_counter) at a given size.",
-    )
-    parser.add_argument("what", choices=("encoders", "models"), help="encoder table or encoder × decoder table")
-    parser.add_argument("--size", type=_size, default=(512, 512), help="input size, N or HxW (default: 512)")
-    parser.add_argument(
-        "--output-stride", type=int, choices=(8, 16, 32), default=None, help="default: 32 for encoders, 16 for models"
-    )
-    parser.add_argument("--encoders", nargs="+", default=None, help="encoder names (default: the zoo's and two smp)")
-    parser.add_argument("--decoders", nargs="+", default=None, help="decoder names (default: all)")
-    parser.add_argument("--num-classes", type=int, default=21, help="classes of the models (default: 21)")
-    parser.add_argument(
-        "--encoder-kwargs", type=_json_dict, default={}, help="JSON for the zoo Xceptions, e.g. '{\"width\": 0.25}'"
-    )
-    parser.add_argument("--markdown", action="store_true", help="print a markdown table instead of a rich table")
-    parser.set_defaults(func=run)
-
-
-def summarize(args: argparse.Namespace) -> int:
-    """Print the table ``args`` ask for; bad names or arguments raise ``KeyError`` / ``ValueError``."""
+def summarize(args: Any) -> int:
+    """Print the table parsed ``zoo summary`` arguments ask for; bad names raise ``KeyError`` / ``ValueError``."""
     encoders = args.encoders or default_encoders()
     size = tuple(args.size)
     size_text = f"{size[0]}x{size[1]}"
@@ -210,11 +164,4 @@ def summarize(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``zoo summary``; bad names or arguments are reported on stderr with exit code 2."""
-    try:
-        return summarize(args)
-    except (KeyError, ValueError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"zoo summary: error: {message}", file=sys.stderr)
-        return 2
+__all__ = ["Row", "encoder_rows", "model_rows", "render", "summarize"]

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from zoo.decoders.deeplabv3 import DeepLabV3Decoder
+from zoo.decoders.deeplabv3plus import DeepLabV3PlusDecoder
+from zoo.decoders.fcn import FCNDecoder
+from zoo.decoders.unet import UNetDecoder
 from zoo.registry import Registry
 
 DECODERS: Registry = Registry("decoder")
+DECODERS.register("deeplabv3")(DeepLabV3Decoder)
+DECODERS.register("deeplabv3plus")(DeepLabV3PlusDecoder)
+DECODERS.register("fcn")(FCNDecoder)
+DECODERS.register("unet")(UNetDecoder)
 
 
 def list_decoders() -> list[str]:
@@ -12,7 +20,4 @@ def list_decoders() -> list[str]:
     return DECODERS.names()
 
 
-# Importing the modules registers them (after DECODERS exists, which they import).
-from zoo.decoders import deeplabv3, deeplabv3plus, fcn, unet  # noqa: E402, F401
-
-__all__ = ["DECODERS", "list_decoders"]
+__all__ = ["DECODERS", "DeepLabV3Decoder", "DeepLabV3PlusDecoder", "FCNDecoder", "UNetDecoder", "list_decoders"]

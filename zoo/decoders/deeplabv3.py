@@ -7,13 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from zoo.decoders import DECODERS
 from zoo.decoders.base import check_num_classes, deepest_aspp
 from zoo.encoders.base import FeatureInfo
 from zoo.layers import conv3x3_bn_act, init_weights
 
 
-@DECODERS.register("deeplabv3")
 class DeepLabV3Decoder(nn.Module):
     """ASPP on the deepest feature, a 3x3 256-channel conv-BN-ReLU, a 1x1 classifier; logits at the output stride.
 

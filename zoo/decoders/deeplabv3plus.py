@@ -7,13 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from zoo.decoders import DECODERS
 from zoo.decoders.base import check_num_classes, deepest_aspp, tap_index
 from zoo.encoders.base import FeatureInfo
 from zoo.layers import ConvBNAct, conv3x3_bn_act, init_weights, resize_to
 
 
-@DECODERS.register("deeplabv3plus")
 class DeepLabV3PlusDecoder(nn.Module):
     """ASPP on the deepest feature, refined with the stride-4 feature; logits at reduction 4.
 

@@ -8,8 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from zoo.decoders import DECODERS
-from zoo.decoders.aux import FCNHead
+from zoo.decoders.auxiliary import FCNHead
 from zoo.decoders.base import check_num_classes, tap_index
 from zoo.encoders.base import FeatureInfo
 from zoo.layers import init_weights, resize_to
@@ -17,7 +16,6 @@ from zoo.layers import init_weights, resize_to
 VARIANT_REDUCTIONS = {"32s": (32,), "16s": (32, 16), "8s": (32, 16, 8)}
 
 
-@DECODERS.register("fcn")
 class FCNDecoder(nn.Module):
     """FCN-32s / 16s / 8s: class scores from the deepest feature plus 1x1 score layers on the skip taps.
 

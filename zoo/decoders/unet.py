@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from zoo.decoders import DECODERS
 from zoo.decoders.base import check_num_classes
 from zoo.encoders.base import FeatureInfo
 from zoo.layers import ConvBNAct, init_weights, resize_to
@@ -25,7 +24,6 @@ class UNetStage(nn.Sequential):
         super().__init__(ConvBNAct(in_channels, out_channels, 3), ConvBNAct(out_channels, out_channels, 3))
 
 
-@DECODERS.register("unet")
 class UNetDecoder(nn.Module):
     """From the deepest tap, one stage per shallower tap: upsample, concatenate the skip, two conv-BN-ReLU.
 

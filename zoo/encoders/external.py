@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from zoo.encoders.base import Encoder, FeatureInfo
+from zoo.encoders.weights import load_converted, load_state_dict_file
 
 OUTPUT_STRIDES = (8, 16, 32)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,27 +31,6 @@ def is_external_name(name: str) -> bool:
     if name.startswith("tu-"):
         return timm.is_model(name[3:].split(".")[0])
     return name in smp.encoders.encoders
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` file or a ``torch.save`` file (plain state dict or ``{"state_dict": ...}``).
-
-    Args:
-        path: the weights file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise ValueError(f"weights file {str(path)!r} does not hold a state dict (found {type(obj).__name__})")
-    return obj
 
 
 def _is_tag(name: str, weights: str | Path) -> bool:
@@ -130,8 +110,6 @@ class ExternalEncoder(Encoder):
         self.feature_info = [FeatureInfo(channels[i], min(2**i, output_stride)) for i in self._keep]
 
     def _load(self, path: str | Path) -> None:
-        from zoo.encoders.weights import load_converted
-
         load_converted(self.body, load_state_dict_file(path), source=f"file {str(path)!r} (encoder {self.name!r})")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

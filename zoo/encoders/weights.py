@@ -9,7 +9,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zoo.encoders.external import load_state_dict_file
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` file or a ``torch.save`` file (plain state dict or ``{"state_dict": ...}``).
+
+    Args:
+        path: the weights file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"weights file {str(path)!r} does not hold a state dict (found {type(obj).__name__})")
+    return obj
 
 
 def fetch_timm_state_dict(timm_name: str, weights: str | Path) -> dict[str, torch.Tensor]:

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.datasets import DATASETS
-from zoo.datasets.io import IGNORE_INDEX, SegmentationFiles, read_mask, require_dir
+from zoo.data.io import IGNORE_INDEX, SegmentationFiles, read_mask, require_dir
 
 CITYSCAPES_CLASSES: tuple[str, ...] = (
     "road",
@@ -95,7 +94,6 @@ def label_ids_to_train_ids(label_ids: np.ndarray, path: str | Path = "<array>") 
     return LABEL_TO_TRAIN[ids]
 
 
-@DATASETS.register("cityscapes")
 class Cityscapes(SegmentationFiles):
     """Cityscapes with fine annotations, 19 classes, official palette.
 

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from zoo.datasets import DATASETS
+from zoo.data import DATASETS
+from zoo.data.check import check_split
+from zoo.data.shapes import write_shapes
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``zoo data make-shapes`` and ``zoo data check`` to the ``zoo`` command line.
-
-    Args:
-        subparsers: the ``zoo`` parser's subparsers.
-    """
-    data = subparsers.add_parser("data", help="write or check datasets")
+def add_arguments(data: argparse.ArgumentParser) -> None:
+    """The ``zoo data`` subcommands: ``make-shapes`` and ``check``."""
     commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
     shapes = commands.add_parser("make-shapes", help="write the synthetic shapes data in Pascal VOC layout")
@@ -28,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     shapes.add_argument("--num-train", type=int, default=200, help="training images (default: %(default)s)")
     shapes.add_argument("--num-val", type=int, default=40, help="validation images (default: %(default)s)")
     shapes.add_argument("--seed", type=int, default=0, help="data seed (default: %(default)s)")
-    shapes.set_defaults(func=run_make_shapes)
+    shapes.set_defaults(data_func=run_make_shapes)
 
     check = commands.add_parser(
         "check",
@@ -40,58 +35,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--split", action="append", help="split to check (repeatable; default: every split found under --root)"
     )
     check.add_argument("--sbd-root", type=Path, help="voc: SBD's dataset folder for the train_aug split")
-    check.set_defaults(func=run_check)
+    check.set_defaults(data_func=run_check)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``zoo data ...`` on its own (``python -m zoo.datasets.cli check ...``); returns the exit code.
-
-    Args:
-        argv: arguments after ``zoo`` (e.g. ``["data", "check", "--dataset", "voc", "--root", "..."]``).
-    """
-    parser = argparse.ArgumentParser(prog="zoo")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen ``zoo data`` subcommand; returns its exit code."""
+    return args.data_func(args)
 
 
 def run_make_shapes(args: argparse.Namespace) -> int:
     """Write the shapes data; returns the exit code."""
-    from zoo.datasets.shapes import write_shapes
-
     root = write_shapes(args.root, num_train=args.num_train, num_val=args.num_val, seed=args.seed)
     Console().print(f"wrote {args.num_train} train + {args.num_val} val shapes images to {root} (VOC layout)")
     return 0
-
-
-def check_split(dataset: Any) -> tuple[int, Counter, list[str]]:
-    """Read every item of a built dataset.
-
-    Args:
-        dataset: a file-based zoo dataset without transform.
-
-    Returns:
-        (number of items, pixels per class id, one message per problem naming the file).
-    """
-    pixels: Counter = Counter()
-    problems = []
-    for index in range(len(dataset)):
-        try:
-            mask = dataset.load(index)["mask"]
-        except (OSError, ValueError) as exc:
-            problems.append(str(exc))
-            continue
-        ids, counts = np.unique(mask, return_counts=True)
-        pixels.update(dict(zip(ids.tolist(), counts.tolist(), strict=True)))
-    return len(dataset), pixels, problems
 
 
 def run_check(args: argparse.Namespace) -> int:
     """Check a dataset on disk, print a summary; returns 1 if anything is wrong, else 0."""
     console = Console()
     if args.dataset not in DATASETS:
-        console.print(f"[red]--dataset: unknown dataset {args.dataset!r}; valid: {', '.join(DATASETS.names())}")
-        return 2
+        DATASETS.get(args.dataset)  # raises KeyError listing the valid names
     cls = DATASETS.get(args.dataset)
     kwargs: dict[str, Any] = {"root": args.root}
     if args.sbd_root is not None:
@@ -133,9 +96,3 @@ def run_check(args: argparse.Namespace) -> int:
         return 1
     console.print("[green]ok")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-__all__ = ["check_split", "main", "register", "run_check", "run_make_shapes"]

@@ -14,214 +14,30 @@ fastest:
 
 ``backend="auto"`` measures ONNX Runtime against eager on the CPU and ``torch.compile`` against eager
 on CUDA (on this project's 2-core CPU ``torch.compile`` gave no gain, and channels-last was slower).
-
-BatchNorm folding follows the data flow of one forward pass, not the order in which modules are
-declared: a BatchNorm is folded into a convolution only when its input is that convolution's output
-and nothing else reads that output. In a depthwise-separable block ``dw -> bn -> relu -> pw -> bn``
-each BatchNorm goes into the convolution that feeds it; in ``dw -> pw -> bn`` only the pointwise one
-takes it.
 """
 
 from __future__ import annotations
 
 import copy
-import io
 import statistics
-import time
 import warnings
-import weakref
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
+from torch.utils.benchmark import Timer
+
+from zoo.infer.fold import count_batchnorms, fold_batchnorm
+from zoo.infer.onnx import onnx_bytes, ort_session
 
 Backend = Literal["auto", "onnxruntime", "compile", "eager"]
 Precision = Literal["fp32", "bf16", "fp16"]
 BACKENDS = ("auto", "onnxruntime", "compile", "eager")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# BatchNorm folding
-
-
-class _ConvOutputs(TorchFunctionMode):
-    """Follows convolution outputs through one forward pass without keeping any tensor alive.
-
-    Each output gets a token when its convolution returns; a tensor is matched to its token by identity
-    (a weak reference), so an id reused after a tensor is freed is never mistaken for it. ``uses`` counts,
-    per token, the torch calls that read the tensor and return a tensor (metadata queries don't count).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._by_id: dict[int, tuple[int, weakref.ref]] = {}
-        self.conv_of: dict[int, str] = {}
-        self.uses: Counter[int] = Counter()
-
-    def add(self, tensor: torch.Tensor, conv_name: str) -> None:
-        token = len(self.conv_of)
-        self.conv_of[token] = conv_name
-        self._by_id[id(tensor)] = (token, weakref.ref(tensor))
-
-    def token(self, tensor: Any) -> int | None:
-        """The token of a convolution output that is still alive, else None."""
-        entry = self._by_id.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
-        return entry[0] if entry is not None and entry[1]() is tensor else None
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if any(isinstance(o, torch.Tensor) for o in pytree.tree_leaves(out)):
-            for leaf in pytree.tree_leaves((args, kwargs)):
-                token = self.token(leaf)
-                if token is not None:
-                    self.uses[token] += 1
-        return out
-
-
-def _is_foldable_bn(module: nn.Module) -> bool:
-    return (
-        isinstance(module, nn.modules.batchnorm._BatchNorm)
-        and module.running_mean is not None
-        and module.running_var is not None
-    )
-
-
-def find_conv_bn_pairs(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, str]]:
-    """Names of (convolution, BatchNorm) pairs where the BatchNorm reads only that convolution's output.
-
-    Runs one forward pass of ``model`` (in eval mode, without gradients) on ``example_input`` and follows
-    the data: a pair qualifies when the BatchNorm's input is the very tensor the convolution returned,
-    nothing else reads that tensor (no residual branch, no in-place activation, not a model output),
-    and each of the two modules runs exactly once per forward pass.
-
-    Args:
-        model: the network to inspect.
-        example_input: an input ``model`` accepts.
-    """
-    tracker = _ConvOutputs()
-    bn_in: dict[str, int | None] = {}
-    calls: Counter[str] = Counter()
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, _CONV_TYPES):
-
-            def after_conv(mod, inputs, output, name=name):
-                calls[name] += 1
-                if isinstance(output, torch.Tensor):
-                    tracker.add(output, name)
-
-            handles.append(module.register_forward_hook(after_conv))
-        elif _is_foldable_bn(module):
-
-            def before_bn(mod, inputs, name=name):
-                calls[name] += 1
-                bn_in[name] = tracker.token(inputs[0]) if inputs else None
-
-            handles.append(module.register_forward_pre_hook(before_bn))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), tracker:
-            outputs = model(example_input)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    returned = {tracker.token(leaf) for leaf in pytree.tree_leaves(outputs)}
-    pairs = []
-    for bn_name, token in bn_in.items():
-        if token is None or token in returned or tracker.uses[token] != 1:
-            continue
-        conv_name = tracker.conv_of[token]
-        if calls[conv_name] == 1 and calls[bn_name] == 1:
-            pairs.append((conv_name, bn_name))
-    return pairs
-
-
-@torch.no_grad()
-def fold_conv_bn(conv: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
-    """A copy of ``conv`` that computes ``bn(conv(x))`` (BatchNorm in eval mode) in one convolution.
-
-    Args:
-        conv: an ``nn.Conv1d/2d/3d`` (grouped and depthwise included).
-        bn: a BatchNorm with running statistics over ``conv``'s output channels.
-    """
-    if bn.num_features != conv.out_channels:
-        raise ValueError(f"cannot fold a BatchNorm of {bn.num_features} features into a conv of {conv.out_channels}")
-    scale = torch.rsqrt(bn.running_var.double() + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight.double()
-    shift = -bn.running_mean.double() * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.double()
-    fused = copy.deepcopy(conv)
-    weight = conv.weight.double() * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
-    bias = shift if conv.bias is None else conv.bias.double() * scale + shift
-    fused.weight = nn.Parameter(weight.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
-    fused.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
-    return fused
-
-
-_PLAIN_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-
-
-@torch.no_grad()
-def _folded_replacement(bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
-    """What stays of a folded BatchNorm: nothing for a plain one; its activation for a BN+act module."""
-    if type(bn) in _PLAIN_BATCHNORMS:
-        return nn.Identity()
-    if isinstance(getattr(bn, "act", None), nn.Module) and isinstance(getattr(bn, "drop", None), nn.Module):
-        return nn.Sequential(bn.drop, bn.act)  # timm's BatchNormAct2d: normalise, drop, activate
-    # An unknown subclass may do more than normalise: keep it, as an exact identity normalisation.
-    neutral = copy.deepcopy(bn)
-    neutral.running_mean.zero_()
-    neutral.running_var.fill_(1.0)
-    neutral.eps = 0.0
-    if neutral.weight is not None:
-        neutral.weight.fill_(1.0)
-        neutral.bias.zero_()
-    return neutral
-
-
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
-
-
-def fold_batchnorm(model: nn.Module, example_input: torch.Tensor, *, inplace: bool = False) -> nn.Module:
-    """Fold every BatchNorm that directly follows a convolution into it (see :func:`find_conv_bn_pairs`).
-
-    A folded plain BatchNorm becomes ``nn.Identity``; a BatchNorm+activation module (timm's
-    ``BatchNormAct2d``) keeps its activation. Only valid for inference: the result is in eval mode.
-
-    Args:
-        model: the network.
-        example_input: an input ``model`` accepts (one forward pass finds the pairs).
-        inplace: change ``model`` itself instead of a deep copy.
-    """
-    target = model if inplace else copy.deepcopy(model)
-    target.eval()
-    for conv_name, bn_name in find_conv_bn_pairs(target, example_input):
-        conv = target.get_submodule(conv_name)
-        bn = target.get_submodule(bn_name)
-        _set_submodule(target, conv_name, fold_conv_bn(conv, bn))
-        _set_submodule(target, bn_name, _folded_replacement(bn))
-    return target
-
-
-def count_batchnorms(model: nn.Module) -> int:
-    """Number of BatchNorm modules (with running statistics) in ``model``."""
-    return sum(_is_foldable_bn(m) for m in model.modules())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -250,52 +66,6 @@ class _TorchRunner:
             return self.module(x)
 
 
-class _FlatOutputs(nn.Module):
-    """Wraps a module so that it returns the flat tuple of its output tensors (what ONNX export needs)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(pytree.tree_leaves(self.module(x)))
-
-
-def export_onnx(model: nn.Module, example_input: torch.Tensor, *, opset: int = 17, dynamic: bool = False) -> bytes:
-    """The ONNX bytes of ``model`` (eval mode, CPU, fp32) for inputs of ``example_input``'s shape.
-
-    Args:
-        model: a module returning a tensor or a (nested) list/tuple/dict of tensors.
-        example_input: an input of the shape the exported graph will take.
-        opset: the ONNX opset version.
-        dynamic: make batch, height and width dynamic (inputs of any size); otherwise the graph is fixed
-            to ``example_input``'s shape, which ONNX Runtime runs ~5% faster.
-    """
-    model = model.eval()
-    flat = _FlatOutputs(model).eval()
-    axes = {}
-    if dynamic:
-        with torch.no_grad():
-            count = len(flat(example_input))
-        axes = {"input": {0: "batch", 2: "height", 3: "width"}}
-        axes |= {f"output_{i}": {0: "batch", 2: f"height_{i}", 3: f"width_{i}"} for i in range(count)}
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            flat,
-            (example_input,),
-            buffer,
-            input_names=["input"],
-            output_names=[f"output_{i}" for i in range(count)] if dynamic else None,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-            dynamic_axes=axes or None,
-        )
-    return buffer.getvalue()
-
-
 class OnnxRuntimeRunner:
     """Runs a module through ONNX Runtime on the CPU.
 
@@ -322,9 +92,6 @@ class OnnxRuntimeRunner:
         max_sessions: int = 4,
         tolerance: float = 1e-3,
     ) -> None:
-        import onnxruntime as ort
-
-        self._ort = ort
         self.model = model.cpu().eval()
         self.num_threads = num_threads or torch.get_num_threads()
         self.max_sessions = max_sessions
@@ -336,13 +103,8 @@ class OnnxRuntimeRunner:
             self.spec = pytree.tree_structure(self.model(example_input.cpu().float()))
         self._session(example_input)
 
-    def _build(self, onnx_bytes: bytes) -> Any:
-        options = self._ort.SessionOptions()
-        options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = self.num_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
-        return self._ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    def _build(self, model: bytes) -> Any:
+        return ort_session(model, num_threads=self.num_threads)
 
     def _session(self, x: torch.Tensor) -> Any:
         key = tuple(x.shape)
@@ -354,7 +116,7 @@ class OnnxRuntimeRunner:
                 self.dynamic_ok = self._try_dynamic(x)
             if self.dynamic_ok:
                 return self.dynamic_session
-        self.sessions[key] = self._build(export_onnx(self.model, x.detach().cpu().float()))
+        self.sessions[key] = self._build(onnx_bytes(self.model, x.detach().cpu().float()))
         while len(self.sessions) > max(1, self.max_sessions):
             self.sessions.popitem(last=False)
         return self.sessions[key]
@@ -363,7 +125,7 @@ class OnnxRuntimeRunner:
         x = x.detach().cpu().float()
         odd = torch.randn(1, x.shape[1], 65, 91, generator=torch.Generator().manual_seed(0))
         try:
-            session = self._build(export_onnx(self.model, odd, dynamic=True))
+            session = self._build(onnx_bytes(self.model, odd, dynamic=True))
             with torch.no_grad():
                 expected = self.model(x)
             if max_abs_difference(expected, self._run(session, x)) > self.tolerance:
@@ -428,21 +190,12 @@ def max_abs_difference(a: Any, b: Any) -> float:
     return max(diffs, default=0.0)
 
 
-def _median_ms(fn: Callable[[], Any], device: torch.device, warmup: int, trials: int) -> float:
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
+def _median_ms(fn: Callable[[], Any], warmup: int, trials: int) -> float:
+    """Median of ``trials`` single runs of ``fn`` in ms (``torch.utils.benchmark.Timer`` synchronises CUDA)."""
     for _ in range(warmup):
         fn()
-    sync()
-    times = []
-    for _ in range(trials):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    timer = Timer(stmt="fn()", globals={"fn": fn})
+    return statistics.median(timer.timeit(1).mean for _ in range(trials)) * 1e3
 
 
 def _candidates(backend: str, device: torch.device, channels_last: bool | None) -> list[str]:
@@ -554,7 +307,7 @@ def optimize_for_inference(
             continue
         runners[name] = runner
         if len(names) > 1:
-            timings[name] = _median_ms(lambda r=runner: r(example_input), device, warmup, trials)
+            timings[name] = _median_ms(lambda r=runner: r(example_input), warmup, trials)
     if not runners:
         raise RuntimeError(f"no back-end could run the model: {errors}")
     for name, message in errors.items():

@@ -17,8 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from zoo.datasets import DATASETS
-from zoo.datasets.io import SegmentationFiles, read_lines, require_dir, resolve_classes
+from zoo.data.io import SegmentationFiles, read_lines, require_dir, resolve_classes
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -34,7 +33,6 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
     return found
 
 
-@DATASETS.register("folder")
 class FolderDataset(SegmentationFiles):
     """Images and masks with matching stems, and a class list.
 

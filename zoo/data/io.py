@@ -18,6 +18,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from zoo.fileio import atomic_write
+
 IGNORE_INDEX = 255
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -191,9 +193,42 @@ def write_mask(path: str | Path, mask: np.ndarray, palette: Sequence[Sequence[in
         colours[: len(palette)] = np.asarray(palette, np.uint8).reshape(-1, 3)[:256]
     img = Image.fromarray(mask.astype(np.uint8), mode="P")
     img.putpalette(colours.reshape(-1).tolist())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    return atomic_write(path, lambda f: img.save(f, format="PNG"))
+
+
+def write_image(path: str | Path, image: np.ndarray) -> Path:
+    """Write an H×W×3 uint8 RGB image atomically; the format follows the suffix (PNG, JPEG, ...).
+
+    Args:
+        path: output file; parent folders are created.
+        image: the image.
+    """
+    path = Path(path)
+    img = Image.fromarray(to_rgb_uint8(image))
+    file_format = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    return atomic_write(path, lambda f: img.save(f, format=file_format))
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Convert an ``H×W`` / ``H×W×1`` / ``H×W×3`` / ``H×W×4`` array (uint8, uint16 or float in 0..1) to uint8 RGB.
+
+    Args:
+        image: the array; an alpha channel is dropped, 16-bit values are scaled to 8 bits.
+    """
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] in (1, 3, 4):
+        array = array[..., :3] if array.shape[2] != 1 else array[..., 0]
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected an H×W×3 RGB image (or gray/RGBA), got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype == np.uint16:
+        return (array.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        return (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+    raise ValueError(f"unsupported image dtype {array.dtype} (expected uint8, uint16 or float in 0..1)")
 
 
 def read_lines(path: Path, what: str) -> list[str]:

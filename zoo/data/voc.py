@@ -30,8 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.datasets import DATASETS
-from zoo.datasets.io import (
+from zoo.data.io import (
     VOC_CLASSES,
     SegmentationFiles,
     read_lines,
@@ -81,7 +80,6 @@ def _minus(ids: list[str], removed: set[str]) -> list[str]:
     return kept
 
 
-@DATASETS.register("voc")
 class VOCSegmentation(SegmentationFiles):
     """Pascal VOC 2012 segmentation (21 classes), optionally with the SBD "aug" training set.
 

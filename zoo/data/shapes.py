@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from zoo.datasets import DATASETS
 
 SHAPES_CLASSES: tuple[str, ...] = ("background", "circle", "square", "triangle", "star")
 SHAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -100,7 +99,6 @@ def make_shapes_item(seed: int, split: str, index: int, size: int = 128) -> tupl
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-@DATASETS.register("shapes")
 class ShapesDataset(Dataset):
     """Synthetic shapes drawn in memory (no files), deterministic per seed.
 

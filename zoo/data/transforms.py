@@ -1,7 +1,7 @@
 """Augmentation pipelines (albumentations 2.x, OpenCV) and dataloader worker seeding.
 
 The training pipeline is DeepLab's: random scale, pad to the crop (image with 0, mask with 255 = ignore), random
-crop, horizontal flip, normalisation, tensor. Pipelines are built with ``strict=True``, so a misspelt or 1.x
+crop, horizontal flip, then a float tensor in 0..1 (the model normalises its input itself). Pipelines are built with ``strict=True``, so a misspelt or 1.x
 argument name (``value``/``mask_value`` instead of ``fill``/``fill_mask``) raises instead of being ignored.
 """
 
@@ -17,7 +17,7 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import get_worker_info
 
-IGNORE_INDEX = 255
+from zoo.data.io import IGNORE_INDEX
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -29,8 +29,6 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
 
 def train_transform(
     crop_size: int | Sequence[int],
-    mean: Sequence[float],
-    std: Sequence[float],
     scale: tuple[float, float] = (0.5, 2.0),
     hflip: bool = True,
     seed: int | None = None,
@@ -39,15 +37,13 @@ def train_transform(
 
     Args:
         crop_size: crop size, an int or (height, width).
-        mean: RGB normalisation mean on the 0..1 scale (the encoder's).
-        std: RGB normalisation std on the 0..1 scale.
         scale: range of the random scale factor (image bilinear, mask nearest).
         hflip: flip horizontally with probability 0.5.
         seed: seed of the pipeline's own random generator (albumentations 2.x ignores the global seeds);
             default: drawn from torch's global generator, so ``seed_everything`` makes it reproducible.
 
     Returns:
-        albumentations Compose ending in ToTensorV2 (image float C×H×W, mask uint8 H×W).
+        albumentations Compose ending in ToTensorV2 (image float C×H×W in 0..1, mask uint8 H×W).
     """
     height, width = _pair(crop_size)
     low, high = scale
@@ -72,22 +68,15 @@ def train_transform(
     ]
     if hflip:
         steps.append(A.HorizontalFlip(p=0.5))
-    steps += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+    steps += [A.ToFloat(max_value=255.0), ToTensorV2()]
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
     return A.Compose(steps, strict=True, seed=seed)
 
 
-def eval_transform(mean: Sequence[float], std: Sequence[float]) -> A.Compose:
-    """Normalisation only (no resize), then tensors.
-
-    Args:
-        mean: RGB normalisation mean on the 0..1 scale.
-        std: RGB normalisation std on the 0..1 scale.
-    """
-    return A.Compose(
-        [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()], strict=True, seed=0
-    )
+def eval_transform() -> A.Compose:
+    """No resize: the image as a float tensor in 0..1, the mask as a tensor."""
+    return A.Compose([A.ToFloat(max_value=255.0), ToTensorV2()], strict=True, seed=0)
 
 
 def _transforms_of(dataset: object) -> list[object]:

@@ -55,10 +55,7 @@ def _run(model: Callable, x: torch.Tensor, flip: bool, batch_size: int | None) -
     step = batch_size or len(inputs)
     outs = []
     for start in range(0, len(inputs), step):
-        out = model(inputs[start : start + step])
-        if isinstance(out, dict):
-            out = out["out"]
-        outs.append(out.float())
+        outs.append(model(inputs[start : start + step]).float())
     logits = torch.cat(outs)
     if flip:
         n = len(x)
@@ -105,9 +102,9 @@ def infer_logits(
     """Logits ``N×C×H×W`` of a batch, averaged over scales, flips and overlapping windows.
 
     Args:
-        model: a segmentation model (or any callable) mapping ``N×3×h×w`` to logits ``N×C×h×w`` (a training-mode
-            ``dict(out=..., aux=...)`` output is read at ``"out"``). Its train/eval mode is left as it is.
-        images: ``N×3×H×W`` normalised images.
+        model: a segmentation model in eval mode (or any callable) mapping ``N×3×h×w`` images to logits
+            ``N×C×h×w``.
+        images: ``N×3×H×W`` RGB images in 0..1.
         scales: the image is resized (bilinear) by each factor, and each scale's logits are resized back to
             ``H×W`` and averaged. DeepLab's multi-scale test uses :data:`DEEPLAB_SCALES`.
         flip: also run the horizontally mirrored images and average their flipped-back logits.

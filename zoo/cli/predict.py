@@ -1,0 +1,206 @@
+"""``zoo predict``: segment images with a trained model.
+
+``zoo predict --checkpoint CKPT --input FILE|DIR|GLOB --output DIR`` writes, for every image,
+``DIR/pred/<name>.png`` (the class-index mask as a palette PNG, at the size and orientation in which the image
+is displayed, i.e. with its EXIF orientation applied) and ``DIR/vis/<name>.png`` (the classes' colours blended
+over the image). Unreadable files are named in a warning, skipped and counted; the exit code is 1 when any
+failed (the others are still written) and 2 for bad arguments or a checkpoint that does not fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from zoo.data.cityscapes import CITYSCAPES_PALETTE
+from zoo.data.io import read_image, voc_palette, write_image, write_mask
+from zoo.infer.predictor import Predictor
+from zoo.infer.tta import DEEPLAB_SCALES
+from zoo.viz import overlay
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+
+
+def find_images(spec: str | Path) -> list[Path]:
+    """The image files an ``--input`` names: a file, a folder (its files with an image extension) or a glob.
+
+    The list is deduplicated (by resolved path) and sorted.
+
+    Args:
+        spec: a file, a folder or a glob pattern (``**`` recurses).
+
+    Raises:
+        FileNotFoundError: nothing matches.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        found = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not found:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+    elif path.is_file():
+        found = [path]
+    else:
+        found = [Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file()]
+        if not found:
+            raise FileNotFoundError(f"--input {spec}: no such file or folder, and no file matches it as a glob")
+    unique = {p.resolve(): p for p in found}
+    return sorted(unique.values())
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """One output name per input: the file stem, made unique with the extension and then a number."""
+    stems = [p.stem for p in paths]
+    names = [
+        s if stems.count(s) == 1 else f"{s}_{p.suffix.lstrip('.').lower()}" for s, p in zip(stems, paths, strict=True)
+    ]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        unique.append(name if count == 0 else f"{name}_{count}")
+    return unique
+
+
+def resolve_palette(
+    choice: str, num_classes: int, stored: Sequence[Sequence[int]] | None = None
+) -> list[tuple[int, int, int]]:
+    """The colours of ``num_classes`` classes for ``--palette``.
+
+    Args:
+        choice: "auto" (the checkpoint's palette, else Cityscapes' for 19 classes, else VOC's colour map),
+            "voc" or "cityscapes" (classes beyond the named palette get VOC's colour map).
+        num_classes: number of classes.
+        stored: the palette stored in the checkpoint, if any.
+    """
+    if choice == "auto":
+        if stored is not None and len(stored) >= num_classes:
+            return [tuple(int(v) for v in c) for c in stored[:num_classes]]
+        choice = "cityscapes" if num_classes == 19 else "voc"
+    if choice == "voc":
+        return voc_palette(num_classes)
+    if choice == "cityscapes":
+        extra = voc_palette(num_classes)[len(CITYSCAPES_PALETTE) :]
+        return [*CITYSCAPES_PALETTE[:num_classes], *extra]
+    raise ValueError(f"--palette must be one of voc, cityscapes, auto; got {choice!r}")
+
+
+def _pair(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """The test-time options shared by ``zoo predict`` and ``zoo eval``."""
+    group = parser.add_argument_group("test-time augmentation and sliding window")
+    group.add_argument("--tta", action="store_true", help=f"DeepLab's multi-scale + flip: scales {DEEPLAB_SCALES}")
+    group.add_argument(
+        "--scales", type=float, nargs="+", default=None, help="image scales to average (e.g. 0.75 1 1.25)"
+    )
+    group.add_argument("--flip", action="store_true", help="average with the horizontally mirrored image")
+    group.add_argument("--slide", action="store_true", help="sliding-window inference (windows of --crop)")
+    group.add_argument("--crop", type=_pair, nargs=2, metavar=("H", "W"), default=None, help="window size (513 513)")
+    group.add_argument("--stride", type=_pair, nargs=2, metavar=("H", "W"), default=None, help="window step (2/3 crop)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--batch-size", type=_pair, default=1, help="images (or windows) per forward pass")
+
+
+def inference_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``scales``, ``flip``, ``slide`` and ``batch_size`` from the parsed test-time options."""
+    scales = tuple(args.scales) if args.scales else (DEEPLAB_SCALES if args.tta else (1.0,))
+    slide = None
+    if args.slide or args.crop or args.stride:
+        crop = tuple(args.crop) if args.crop else (513, 513)
+        stride = tuple(args.stride) if args.stride else tuple(math.ceil(2 * c / 3) for c in crop)
+        if stride[0] > crop[0] or stride[1] > crop[1]:
+            raise ValueError(f"--stride {stride[0]} {stride[1]} is larger than --crop {crop[0]} {crop[1]}")
+        slide = (crop, stride)
+    return {"scales": scales, "flip": bool(args.flip or args.tta), "slide": slide, "batch_size": args.batch_size}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``zoo predict``."""
+    parser.description = "Write DIR/pred/<name>.png (class-index palette PNG) and DIR/vis/<name>.png (overlay)."
+    parser.add_argument("--checkpoint", type=Path, default=None, help="zoo.save_model file or Lightning checkpoint")
+    parser.add_argument("--input", required=True, help="an image file, a folder of images, or a glob pattern")
+    parser.add_argument("--output", required=True, type=Path, help="output folder")
+    parser.add_argument("--palette", choices=("voc", "cityscapes", "auto"), default="auto", help="overlay colours")
+    parser.add_argument("--opacity", type=float, default=0.5, help="weight of the class colour in the overlay")
+    parser.add_argument(
+        "--backend", choices=("torch", "onnx"), default="torch", help="run with PyTorch or ONNX Runtime"
+    )
+    parser.add_argument("--onnx", type=Path, default=None, help="ONNX file from zoo export (--backend onnx)")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="zoo.optimize_for_inference (on the CPU: ONNX Runtime, a fixed graph for each of the first 4 input "
+        "sizes, one graph with dynamic sizes for all others)",
+    )
+    parser.add_argument("--num-classes", type=int, default=None, help="fail unless the checkpoint has this many")
+    parser.add_argument("--classes", default=None, help="comma-separated class names the checkpoint must have")
+    parser.add_argument("--encoder", default=None, help="fail unless the checkpoint was built on this encoder")
+    add_inference_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``zoo predict``; returns the exit code (0 ok, 1 some images failed, 2 bad arguments)."""
+    if not 0.0 <= args.opacity <= 1.0:
+        raise ValueError(f"--opacity must be in [0, 1], got {args.opacity}")
+    options = inference_options(args)
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint,
+        args.device,
+        backend=args.backend,
+        onnx=args.onnx,
+        fast=args.fast,
+        num_classes=args.num_classes,
+        class_names=classes,
+        encoder=args.encoder,
+        **options,
+    )
+    palette = resolve_palette(args.palette, predictor.num_classes, predictor.palette)
+    paths = find_images(args.input)
+    names = output_names(paths)
+    pred_dir, vis_dir = args.output / "pred", args.output / "vis"
+    vis_dir.mkdir(parents=True, exist_ok=True)
+    err = Console(stderr=True)
+    failures = 0
+    start = time.perf_counter()
+    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("predict", total=len(paths))
+        for first in range(0, len(paths), args.batch_size):
+            chunk = list(
+                zip(paths[first : first + args.batch_size], names[first : first + args.batch_size], strict=True)
+            )
+            images, kept = [], []
+            for path, name in chunk:
+                try:
+                    images.append(read_image(path))
+                    kept.append(name)
+                except Exception as error:  # any unreadable file is reported and skipped
+                    failures += 1
+                    err.print(f"[yellow]warning:[/] skipped {path}: {error}", highlight=False, soft_wrap=True)
+            if images:
+                for image, name, mask in zip(images, kept, predictor.predict_batch(images), strict=True):
+                    write_mask(pred_dir / f"{name}.png", mask, palette)
+                    write_image(vis_dir / f"{name}.png", overlay(image, mask, palette, args.opacity))
+            progress.advance(task, len(chunk))
+    seconds = time.perf_counter() - start
+    done = len(paths) - failures
+    print(
+        f"{done} images, {failures} failed, {seconds:.2f} s, {done / max(seconds, 1e-9):.2f} images/s "
+        f"-> {pred_dir} and {vis_dir}"
+    )
+    return 1 if failures else 0

@@ -1,0 +1,38 @@
+"""Datasets, registered by name (``build_dataset(name, root=..., split=...)``), image I/O and transforms."""
+
+from __future__ import annotations
+
+from zoo.data.cityscapes import Cityscapes
+from zoo.data.folder import FolderDataset
+from zoo.data.io import IGNORE_INDEX, read_image, read_mask, voc_palette, write_mask
+from zoo.data.shapes import ShapesDataset
+from zoo.data.voc import VOCSegmentation
+from zoo.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+DATASETS.register("cityscapes")(Cityscapes)
+DATASETS.register("folder")(FolderDataset)
+DATASETS.register("shapes")(ShapesDataset)
+DATASETS.register("voc")(VOCSegmentation)
+
+
+def list_datasets() -> list[str]:
+    """Names of the registered datasets."""
+    return DATASETS.names()
+
+
+def build_dataset(name: str, **kwargs):
+    """Build a dataset by registry name; keyword arguments go to its constructor (root, split, transform...)."""
+    return DATASETS.get(name)(**kwargs)
+
+
+__all__ = [
+    "DATASETS",
+    "IGNORE_INDEX",
+    "build_dataset",
+    "list_datasets",
+    "read_image",
+    "read_mask",
+    "voc_palette",
+    "write_mask",
+]

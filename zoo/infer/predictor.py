@@ -1,0 +1,198 @@
+"""Prediction on images: :class:`Predictor` turns uint8 RGB images into class-index masks.
+
+A predictor wraps a model (a :class:`~zoo.models.SegmentationModel`, an ONNX Runtime session or the fast path)
+that maps RGB images in 0..1 to logits, with DeepLab's test-time options (scales, flip, sliding window).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo.checkpoint import load_model, read_checkpoint
+from zoo.data.io import to_rgb_uint8
+from zoo.infer.optimize import optimize_for_inference
+from zoo.infer.tta import Slide, infer_logits
+
+
+class Predictor:
+    """Runs a segmentation model on uint8 RGB images and returns class-index masks.
+
+    Args:
+        model: a :class:`~zoo.models.SegmentationModel` or any callable mapping ``N×3×H×W`` RGB tensors in 0..1
+            to logits ``N×C×H×W`` (e.g. :class:`zoo.infer.onnx.OnnxModel`).
+        num_classes: number of classes the model predicts.
+        class_names: optional class names.
+        palette: optional colour per class.
+        device: where the input tensors go ("cpu", "cuda").
+        scales: test-time scales (see :func:`zoo.inference.infer_logits`).
+        flip: average with the mirrored image.
+        slide: ``((crop_h, crop_w), (stride_h, stride_w))`` sliding-window inference, or None.
+        batch_size: most images or windows per model call (None: all at once).
+    """
+
+    def __init__(
+        self,
+        model: Callable[[torch.Tensor], Any],
+        *,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        device: str | torch.device = "cpu",
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+        slide: Slide | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.model = model
+        self.num_classes = int(num_classes)
+        self.device = torch.device(device)
+        self.class_names = list(class_names) if class_names is not None else None
+        self.palette = [tuple(int(v) for v in c) for c in palette] if palette is not None else None
+        self.scales = tuple(float(s) for s in scales)
+        self.flip = bool(flip)
+        self.slide = slide
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path | None,
+        device: str | torch.device = "cpu",
+        *,
+        backend: str = "torch",
+        onnx: str | Path | None = None,
+        fast: bool = False,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        encoder: str | None = None,
+        **options: Any,
+    ) -> Predictor:
+        """A predictor for a ``zoo.save_model`` file or a training (Lightning) checkpoint.
+
+        Args:
+            path: the checkpoint (may be None with ``backend="onnx"`` when the ONNX file holds the description).
+            device: "cpu" or "cuda".
+            backend: "torch", or "onnx" to run ``onnx`` (a file from ``zoo export``) with ONNX Runtime.
+            onnx: the ONNX file for ``backend="onnx"``.
+            fast: run the model through :func:`zoo.optimize_for_inference` (torch backend).
+            num_classes: the number of classes expected; a checkpoint with another number is an error.
+            class_names: the class names expected; a checkpoint with other names is an error.
+            encoder: the encoder name expected; a checkpoint built on another encoder is an error.
+            **options: ``scales``, ``flip``, ``slide``, ``batch_size`` (see :class:`Predictor`).
+
+        Raises:
+            FileNotFoundError: a missing file.
+            ValueError: the checkpoint does not fit the expectations or its weights do not load.
+        """
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: CUDA is not available on this machine")
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        if backend == "onnx":
+            from zoo.infer.onnx import OnnxModel  # onnxruntime is an optional dependency
+
+            if onnx is None:
+                raise ValueError("--backend onnx needs --onnx FILE")
+            model: Any = OnnxModel(onnx, device=str(device))
+            meta = read_checkpoint(path)["zoo"] if path is not None else model.meta
+            if meta is None:
+                raise ValueError(f"{onnx} holds no zoo model description: pass --checkpoint too")
+            source = path if path is not None else onnx
+        else:
+            if path is None:
+                raise ValueError("a checkpoint is needed (--checkpoint)")
+            meta = read_checkpoint(path)["zoo"]
+            source = path
+        _check_expected(meta, source, num_classes, class_names, encoder)
+        if backend == "torch":
+            model = load_model(path, map_location=device)
+            if fast:
+                model = _LazyOptimized(model)
+        return cls(
+            model,
+            num_classes=int(meta["build_args"]["num_classes"]),
+            class_names=meta.get("class_names"),
+            palette=meta.get("palette"),
+            device=device,
+            **options,
+        )
+
+    def _tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        batch = np.stack([to_rgb_uint8(image) for image in images])
+        return torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+
+    def logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Averaged logits ``N×C×H×W`` of images of one size (``H×W×3`` uint8 RGB)."""
+        x = self._tensor(images)
+        return infer_logits(
+            self.model, x, scales=self.scales, flip=self.flip, slide=self.slide, batch_size=self.batch_size
+        )
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """The ``H×W`` class-index mask (uint8, or int32 above 256 classes) of an ``H×W×3`` uint8 RGB image."""
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Masks of several images; images of the same size run as one batch.
+
+        Args:
+            images: ``H×W×3`` uint8 RGB arrays (gray, RGBA and 16-bit are converted).
+        """
+        images = [to_rgb_uint8(image) for image in images]
+        masks: list[np.ndarray | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            groups.setdefault(image.shape[:2], []).append(index)
+        dtype = np.uint8 if self.num_classes <= 256 else np.int32
+        for indices in groups.values():
+            predicted = self.logits([images[i] for i in indices]).argmax(1).cpu().numpy().astype(dtype)
+            for i, mask in zip(indices, predicted, strict=True):
+                masks[i] = mask
+        return masks  # type: ignore[return-value]
+
+
+class _LazyOptimized:
+    """Calls :func:`zoo.optimize_for_inference` on the first input it sees, then runs the optimised model."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.optimized: Callable | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.optimized is None:
+            self.optimized = optimize_for_inference(self.model, example_input=x)
+        return self.optimized(x)
+
+
+def _check_expected(
+    meta: dict[str, Any],
+    source: str | Path,
+    num_classes: int | None,
+    class_names: Sequence[str] | None,
+    encoder: str | None,
+) -> None:
+    """Raise a ValueError naming what was expected and what the checkpoint holds."""
+    args = meta["build_args"]
+    found_classes = int(args["num_classes"])
+    names = meta.get("class_names")
+    if num_classes is not None and num_classes != found_classes:
+        raise ValueError(f"{source} predicts {found_classes} classes, expected {num_classes} (--num-classes)")
+    if class_names is not None:
+        expected = [str(c) for c in class_names]
+        if len(expected) != found_classes:
+            raise ValueError(
+                f"{source} predicts {found_classes} classes, expected {len(expected)} (--classes {','.join(expected)})"
+            )
+        if names is not None and list(names) != expected:
+            raise ValueError(f"{source} has classes {list(names)}, expected {expected} (--classes)")
+    if encoder is not None and args["encoder"] != encoder:
+        raise ValueError(f"{source} was built on encoder {args['encoder']!r}, expected {encoder!r} (--encoder)")
+
+
+__all__ = ["Predictor"]

@@ -1,0 +1,151 @@
+"""The LightningDataModule: datasets by registry name, albumentations pipelines and loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from zoo.data import DATASETS, build_dataset
+from zoo.data.io import voc_palette
+from zoo.data.shapes import ShapesDataset, write_shapes
+from zoo.data.transforms import eval_transform, seed_worker, train_transform
+
+_CLASS_KWARGS = {"classes", "class_names", "classes_file", "palette"}  # dataset arguments that change the classes
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Datasets, augmentation pipelines and loaders.
+
+    Args:
+        dataset: registry name (``zoo.list_datasets()``): voc, cityscapes, folder, shapes.
+        root: dataset folder (None for the in-memory ``shapes``).
+        train_split: split used for training.
+        val_split: split used for validation.
+        test_split: split used by ``test`` (default: ``val_split``).
+        crop_size: training crop, an int or (height, width).
+        scale: random scale range of training images.
+        hflip: random horizontal flips in training.
+        batch_size: training batch size (per process).
+        val_batch_size: validation/test batch size; images are not resized, so use 1 unless all have one size.
+        num_workers: dataloader worker processes.
+        dataset_kwargs: extra arguments of the dataset constructor (e.g. ``num_images`` and ``size`` for shapes).
+        write_shapes_if_missing: if set, ``root`` is expected to hold the synthetic shapes data in VOC layout and
+            ``prepare_data`` writes it there when ``root/classes.txt`` is missing, with these arguments of
+            ``zoo.datasets.shapes.write_shapes`` (num_train, num_val, seed, size).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "voc",
+        root: str | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str | None = None,
+        crop_size: int | tuple[int, int] = 513,
+        scale: tuple[float, float] = (0.5, 2.0),
+        hflip: bool = True,
+        batch_size: int = 16,
+        val_batch_size: int = 1,
+        num_workers: int = 4,
+        dataset_kwargs: dict[str, Any] | None = None,
+        write_shapes_if_missing: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if dataset not in DATASETS:
+            DATASETS.get(dataset)  # raises KeyError listing the valid names
+        self.save_hyperparameters()
+        self.datasets: dict[str, Any] = {}
+        self._info: dict[str, Any] | None = None
+
+    # ------------------------------------------------------ classes and colours
+    def _dataset_info(self) -> dict[str, Any]:
+        """Class names and palette, read without building the split when the dataset class states them."""
+        if self._info is None:
+            hp = self.hparams
+            cls = DATASETS.get(hp.dataset)
+            fixed = isinstance(getattr(cls, "classes", None), list) and not _CLASS_KWARGS & set(hp.dataset_kwargs or {})
+            if hp.write_shapes_if_missing is not None:  # what prepare_data writes (or wrote) there
+                source = ShapesDataset
+            elif fixed and (hp.root is None or not Path(hp.root).exists()):
+                source = cls  # the class's own list, without files (e.g. when only parsing a config)
+            else:
+                source = self.build_split(hp.val_split)  # a root may hold its own classes.txt
+            classes, palette = list(source.classes), list(getattr(source, "palette", None) or [])
+            palette = [tuple(int(v) for v in c) for c in palette] or voc_palette(len(classes))
+            self._info = {"classes": classes, "palette": palette}
+        return self._info
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the dataset."""
+        return len(self._dataset_info()["classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names of the dataset."""
+        return self._dataset_info()["classes"]
+
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        """One RGB colour per class."""
+        return self._dataset_info()["palette"]
+
+    # ------------------------------------------------------------- datasets
+    def _shapes_written(self) -> bool:
+        return self.hparams.root is not None and (Path(self.hparams.root) / "classes.txt").is_file()
+
+    def prepare_data(self) -> None:
+        hp = self.hparams
+        if hp.write_shapes_if_missing is not None:
+            if hp.root is None:
+                raise ValueError("write_shapes_if_missing needs data.root: the folder to write the shapes data to")
+            if not self._shapes_written():
+                write_shapes(hp.root, **hp.write_shapes_if_missing)
+
+    def build_split(self, split: str, transform: Any = None) -> Any:
+        """The dataset of one split, built from this module's dataset name, root and dataset_kwargs."""
+        hp = self.hparams
+        kwargs = dict(hp.dataset_kwargs or {})
+        if hp.root is not None:
+            kwargs["root"] = hp.root
+        return build_dataset(hp.dataset, split=split, transform=transform, **kwargs)
+
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        if stage == "fit" and "train" not in self.datasets:
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())  # from the global seed; workers reseed (seed_worker)
+            transform = train_transform(hp.crop_size, scale=tuple(hp.scale), hflip=hp.hflip, seed=seed)
+            self.datasets["train"] = self.build_split(hp.train_split, transform)
+        if stage in ("fit", "validate") and "val" not in self.datasets:
+            self.datasets["val"] = self.build_split(hp.val_split, eval_transform())
+        if stage == "test" and "test" not in self.datasets:
+            self.datasets["test"] = self.build_split(hp.test_split or hp.val_split, eval_transform())
+
+    def _loader(self, key: str, batch_size: int, train: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            self.datasets[key],
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=workers,
+            worker_init_fn=seed_worker if workers > 0 else None,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.hparams.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.hparams.val_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.hparams.val_batch_size, train=False)
+
+
+__all__ = ["SegmentationDataModule"]

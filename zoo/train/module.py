@@ -1,0 +1,202 @@
+"""The LightningModule of semantic segmentation training: model, loss, metrics, optimizer and schedule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.optim.lr_scheduler import PolynomialLR
+
+from zoo.checkpoint import model_meta
+from zoo.data.io import IGNORE_INDEX, voc_palette
+from zoo.infer.tta import infer_logits
+from zoo.metrics import SegmentationScores, confusion_matrix_metric, print_scores, scores_from_confusion
+from zoo.models import build_model
+from zoo.viz import overlay, plot_class_iou, plot_confusion_matrix
+
+
+class SegmentationModule(pl.LightningModule):
+    """Model, loss, optimizer and metrics of semantic segmentation training.
+
+    Args:
+        encoder: encoder name (``zoo.list_encoders()``, smp names, ``tu-<timm>``).
+        decoder: decoder name (``zoo.list_decoders()``).
+        num_classes: number of classes (linked from ``data.num_classes`` by the CLI).
+        output_stride: encoder output stride, 8, 16 or 32.
+        encoder_weights: None, "imagenet" or a weights file for the encoder.
+        aux_head: add an auxiliary head on a middle feature (its loss weighted by ``aux_weight``).
+        encoder_kwargs: extra encoder arguments (e.g. ``{"width": 0.25}``).
+        decoder_kwargs: extra decoder arguments.
+        mean: the model's input normalisation mean (RGB, 0..1 scale); default: the encoder's.
+        std: the model's input normalisation std; default: the encoder's.
+        aux_weight: weight of the auxiliary loss.
+        class_weights: optional per-class weights of the cross-entropy.
+        optimizer: "sgd" (momentum, weight decay) or "adamw".
+        lr: base learning rate.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        poly_power: the LR is ``lr * (1 - step / total_steps) ** poly_power``, stepped every optimizer step;
+            total_steps is the Trainer's ``estimated_stepping_batches`` (``max_steps`` when set).
+        class_names: class names (linked from the data); stored in checkpoints and used in tables.
+        palette: one RGB colour per class (linked from the data); stored in checkpoints, used in overlays.
+        test_scales: image scales averaged at test time.
+        test_flip: also average the horizontally flipped image at test time.
+        test_slide: ``((crop_h, crop_w), (stride_h, stride_w))`` for sliding-window test inference, or None.
+        num_log_images: validation images drawn as prediction overlays for TensorBoard each validation.
+    """
+
+    def __init__(
+        self,
+        encoder: str = "xception65",
+        decoder: str = "deeplabv3plus",
+        num_classes: int = 21,
+        output_stride: int = 16,
+        encoder_weights: str | None = None,
+        aux_head: bool = False,
+        encoder_kwargs: dict[str, Any] | None = None,
+        decoder_kwargs: dict[str, Any] | None = None,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        aux_weight: float = 0.4,
+        class_weights: list[float] | None = None,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 0.007,
+        momentum: float = 0.9,
+        weight_decay: float = 4e-5,
+        poly_power: float = 0.9,
+        class_names: list[str] | None = None,
+        palette: list[tuple[int, int, int]] | None = None,
+        test_scales: tuple[float, ...] = (1.0,),
+        test_flip: bool = False,
+        test_slide: tuple[tuple[int, int], tuple[int, int]] | None = None,
+        num_log_images: int = 4,
+    ) -> None:
+        super().__init__()
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"class_weights has {len(class_weights)} entries, expected num_classes={num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} entries, expected num_classes={num_classes}")
+        self.save_hyperparameters()
+        self.model = build_model(
+            encoder=encoder,
+            decoder=decoder,
+            num_classes=num_classes,
+            output_stride=output_stride,
+            encoder_weights=encoder_weights,
+            aux_head=aux_head,
+            encoder_kwargs=encoder_kwargs,
+            mean=mean,
+            std=std,
+            **(decoder_kwargs or {}),
+        )
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.model.class_names = list(class_names) if class_names else None
+        self.model.palette = [list(c) for c in palette] if palette else None
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.palette = [tuple(int(v) for v in c) for c in palette] if palette else voc_palette(num_classes)
+        self.val_confusion = confusion_matrix_metric(num_classes, IGNORE_INDEX)
+        self.test_confusion = confusion_matrix_metric(num_classes, IGNORE_INDEX)
+        self.val_scores: SegmentationScores | None = None
+        self.test_scores: SegmentationScores | None = None
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        return self.model(images)
+
+    def _loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), masks, weight=self.class_weights, ignore_index=IGNORE_INDEX)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.model(batch["image"])
+        if isinstance(out, dict):
+            main, aux = self._loss(out["out"], batch["mask"]), self._loss(out["aux"], batch["mask"])
+            loss = main + self.hparams.aux_weight * aux
+            self.log("train_aux_loss", aux)
+        else:
+            loss = self._loss(out, batch["mask"])
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits = self.model(batch["image"])
+        self.log("val_loss", self._loss(logits, batch["mask"]), sync_dist=True, batch_size=len(logits))
+        preds = logits.argmax(1)
+        self.val_confusion.update(preds, batch["mask"])
+        if batch_idx == 0 and not self.trainer.sanity_checking:
+            self._log_overlays(batch["image"], preds)
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_scores = self._log_scores(self.val_confusion, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        hp = self.hparams
+        logits = infer_logits(
+            self.model, batch["image"], scales=tuple(hp.test_scales), flip=hp.test_flip, slide=hp.test_slide
+        )
+        self.test_confusion.update(logits.argmax(1), batch["mask"])
+
+    def on_test_epoch_end(self) -> None:
+        self.test_scores = scores = self._log_scores(self.test_confusion, "test")
+        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
+            out = Path(self.trainer.log_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            plot_confusion_matrix(scores.confusion.cpu().numpy(), self.class_names, out / "test_confusion_matrix.png")
+            plot_class_iou(scores.iou.cpu().numpy(), self.class_names, out / "test_class_iou.png")
+
+    # ---------------------------------------------------------------- metrics
+    def _log_scores(self, metric: Any, prefix: str) -> SegmentationScores:
+        """Compute (torchmetrics syncs the matrix across processes), log, print a table, and reset."""
+        scores = scores_from_confusion(metric.compute())
+        metric.reset()
+        self.log(f"{prefix}_miou", scores.miou, prog_bar=True)
+        self.log(f"{prefix}_acc", scores.pixel_accuracy)
+        for name, iou in zip(self.class_names, scores.iou.tolist(), strict=True):
+            if iou == iou:  # NaN: class absent from ground truth and prediction
+                self.log(f"{prefix}_iou_{name}", iou)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            print_scores(scores, self.class_names, title=f"IoU {prefix} (step {self.global_step})")
+        return scores
+
+    def _log_overlays(self, images: torch.Tensor, preds: torch.Tensor) -> None:
+        loggers = [lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
+        count = min(self.hparams.num_log_images, len(images))
+        if not loggers or count == 0 or not self.trainer.is_global_zero:
+            return
+        drawn = []
+        for image, pred in zip(images[:count], preds[:count], strict=True):
+            rgb = (image.float().clamp(0, 1) * 255).byte().permute(1, 2, 0).cpu().numpy()
+            drawn.append(overlay(rgb, pred.byte().cpu().numpy(), self.palette))
+        for logger in loggers:
+            logger.experiment.add_images("val_overlays", np.stack(drawn), self.global_step, dataformats="NHWC")
+
+    # -------------------------------------------------------------- optimizer
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adamw":
+            opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {hp.optimizer!r}")
+        total = self.trainer.estimated_stepping_batches
+        if not np.isfinite(total) or total < 1:
+            raise ValueError("poly LR needs a finite training length: set trainer.max_steps or trainer.max_epochs")
+        schedule = PolynomialLR(opt, total_iters=int(total), power=hp.poly_power)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ------------------------------------------------------------- checkpoint
+    def zoo_meta(self) -> dict[str, Any]:
+        """The model description stored with every checkpoint (:func:`zoo.checkpoint.model_meta`)."""
+        return model_meta(self.model, self.hparams.class_names, self.hparams.palette)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["zoo"] = self.zoo_meta()
+
+
+__all__ = ["SegmentationModule"]
