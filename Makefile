@@ -20,8 +20,10 @@ $(STAMP): $(PY) pyproject.toml
 install: $(STAMP)
 
 # One torch thread per test process, two processes (pytest-xdist): two OpenMP threads on two cores stall each other.
+# The fast cases first, then the ones marked slow.
 test: install
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m slow
 
 lint: install
 	$(PY) -m ruff check zoo tests train.py benchmarks

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import zoo
 from zoo.encoders.base import Encoder, FeatureInfo
 
 
@@ -33,3 +34,9 @@ class TinyEncoder(Encoder):
             x = stage(x)
             features.append(x)
         return features
+
+
+def tiny_model(decoder: str = "deeplabv3plus", num_classes: int = 3, encoder: str = "xception65", **kwargs):
+    """The suite's tiny model: a width-0.125 zoo Xception with ``decoder``, seeded, in train mode."""
+    torch.manual_seed(0)
+    return zoo.build_model(encoder, decoder, num_classes=num_classes, encoder_kwargs={"width": 0.125}, **kwargs)

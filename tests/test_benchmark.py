@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _tiny_model(decoder: str | None) -> torch.nn.Module:
     if decoder is None:
         return zoo.build_encoder("xception65", output_stride=16, width=0.125)
-    return zoo.build_model("xception65", decoder, num_classes=5, output_stride=16, encoder_kwargs={"width": 0.125})
+    return helpers.tiny_model(decoder, num_classes=5)
 
 
 def _check_timings(row: dict) -> None:
@@ -37,6 +38,7 @@ def _check_timings(row: dict) -> None:
     assert int(row["rounds"]) == 2 and int(row["samples"]) == 2
 
 
+@pytest.mark.slow
 def test_cli_writes_sane_csv_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     csv_path, json_path, png_path, md_path = (tmp_path / n for n in ("b.csv", "b.json", "b.png", "b.md"))
     argv = ["benchmark", "--models", "xception65:deeplabv3plus", "xception65", "--size", "64", *TINY]

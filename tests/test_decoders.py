@@ -18,7 +18,7 @@ from zoo.decoders.deeplabv3plus import DeepLabV3PlusDecoder
 from zoo.decoders.fcn import FCNDecoder
 from zoo.decoders.unet import UNetDecoder
 from zoo.encoders.base import FeatureInfo
-from zoo.layers import ASPP, ConvBNAct, SeparableConvBNAct, atrous_rates_for, resize_to
+from zoo.layers import ASPP, ConvBNAct, SeparableConvBNAct, atrous_rates_for, init_weights, resize_to
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -223,6 +223,12 @@ def test_init_kaiming_and_bn(name):
     decoder = DECODERS.get(name)(TinyEncoder(16, channels=(64, 64, 128, 128, 256)).feature_info, 3, 16)
     convs = [m for m in decoder.modules() if isinstance(m, nn.Conv2d)]
     norms = [m for m in decoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(m.bias is None or torch.all(m.bias == 0) for m in convs)
+    with torch.no_grad():  # PyTorch's own norm defaults are already 1 and 0: perturb them so init_weights must act
+        for m in norms:
+            m.weight.uniform_(2, 3)
+            m.bias.uniform_(2, 3)
+    init_weights(decoder)
     assert norms and all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in norms)
     assert all(m.bias is None or torch.all(m.bias == 0) for m in convs)
     big = max(convs, key=lambda m: m.weight.numel())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 import torch
@@ -22,7 +23,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = write_shapes(tmp_path_factory.mktemp("shapes"), num_train=1, num_val=2, size=48)
     num_classes = build_dataset("voc", root=root, split="val").num_classes
     torch.manual_seed(0)
-    model = build_model("xception65", "deeplabv3plus", num_classes=num_classes, encoder_kwargs={"width": 0.125})
+    model = helpers.tiny_model(num_classes=num_classes)
     with torch.no_grad():
         for module in model.decoder.modules():
             if isinstance(module, torch.nn.Conv2d) and module.out_channels == num_classes:
@@ -61,6 +62,7 @@ def test_eval_prints_miou_and_writes_plots(
             assert image.size[0] > 100 and image.size[1] > 100
 
 
+@pytest.mark.slow
 def test_eval_with_tta_and_slide(data: tuple[Path, Path], tmp_path: Path) -> None:
     root, checkpoint = data
     tta = ["--scales", "0.75", "1", "--flip", "--crop", "32", "32", "--stride", "16", "16"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import helpers
 import numpy as np
 import onnx
 import pytest
 import torch
 from PIL import Image
 
-from zoo import build_model, save_model
+from zoo import save_model
 from zoo.cli import main
 from zoo.infer.onnx import OnnxModel, export_onnx
 from zoo.infer.predictor import Predictor
@@ -22,7 +23,7 @@ CLASSES = ["background", "a", "b"]
 def model() -> torch.nn.Module:
     """A tiny model (xception41: fewer layers, quicker to export); its classifier is scaled so logits are ~1."""
     torch.manual_seed(0)
-    net = build_model("xception41", "deeplabv3plus", num_classes=3, encoder_kwargs={"width": 0.125}).eval()
+    net = helpers.tiny_model(encoder="xception41").eval()
     with torch.no_grad():
         for module in net.decoder.modules():
             if isinstance(module, torch.nn.Conv2d) and module.out_channels == 3:
@@ -47,6 +48,7 @@ def dims(path: Path) -> list[str | int]:
     return [d.dim_param or d.dim_value for d in shape.dim]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(1, 3, 64, 64), (2, 3, 45, 97)])
 def test_onnx_logits_equal_pytorch(model: torch.nn.Module, onnx_file: Path, shape: tuple[int, ...]) -> None:
     x = torch.randn(*shape)
@@ -58,6 +60,7 @@ def test_onnx_logits_equal_pytorch(model: torch.nn.Module, onnx_file: Path, shap
     assert (got - expected).abs().max().item() <= 1e-3
 
 
+@pytest.mark.slow
 def test_onnx_file_is_dynamic_and_describes_the_model(onnx_file: Path) -> None:
     proto = onnx.load(str(onnx_file))
     assert proto.opset_import[0].version >= 17
@@ -66,6 +69,7 @@ def test_onnx_file_is_dynamic_and_describes_the_model(onnx_file: Path) -> None:
     assert meta["class_names"] == CLASSES and meta["build_args"]["encoder"] == "xception41"
 
 
+@pytest.mark.slow
 def test_predict_with_onnx_backend(tmp_path: Path, checkpoint: Path, onnx_file: Path) -> None:
     image = np.random.default_rng(0).integers(0, 256, (41, 58, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "x.png")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import helpers
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import build_model
 from zoo.infer.tta import infer_logits, window_starts
 
 
@@ -25,7 +25,7 @@ class Scaled(nn.Module):
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
     torch.manual_seed(0)
-    net = build_model("xception65", "deeplabv3plus", num_classes=4, encoder_kwargs={"width": 0.125}).eval()
+    net = helpers.tiny_model(num_classes=4).eval()
     with torch.no_grad():
         scale = net(torch.randn(1, 3, 64, 64)).abs().max().item()
     return Scaled(net, 1.0 / scale).eval()
@@ -115,7 +115,7 @@ def test_batch_size_does_not_change_the_result(model: nn.Module) -> None:
 
 
 def test_a_model_with_an_aux_head_gives_logits_in_eval() -> None:
-    net = build_model("xception65", "fcn", num_classes=2, aux_head=True, encoder_kwargs={"width": 0.125}).eval()
+    net = helpers.tiny_model("fcn", num_classes=2, aux_head=True).eval()
     x = torch.rand(2, 3, 33, 33)
     out = infer_logits(net, x)
     assert out.shape == (2, 2, 33, 33)

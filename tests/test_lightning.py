@@ -285,6 +285,7 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
 
 
 # --------------------------------------------------------------------- demo
+@pytest.mark.slow
 def test_demo_writes_shapes_trains_and_draws_overlays(tmp_path, monkeypatch, capsys):
     """The demo end to end on a shrunken quickstart config: files in VOC layout, training, overlays."""
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import helpers
 import pytest
 import torch
 from torch import nn
@@ -150,9 +151,7 @@ def test_fold_keeps_activation_of_timm_batchnorm_act() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model() -> nn.Module:
-    torch.manual_seed(0)
-    model = zoo.build_model("xception65", "deeplabv3plus", num_classes=5, encoder_kwargs={"width": 0.125})
-    return _randomise_bn(model)
+    return _randomise_bn(helpers.tiny_model(num_classes=5))
 
 
 @pytest.mark.parametrize("backend", ["eager", "onnxruntime"])

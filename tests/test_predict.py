@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import helpers
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from zoo import build_model, save_model
+from zoo import save_model
 from zoo.cli import main
 from zoo.cli.predict import find_images, output_names, resolve_palette
 from zoo.data.io import read_image, to_rgb_uint8
@@ -21,8 +22,7 @@ PALETTE = [[0, 0, 0], [200, 30, 30], [30, 200, 30]]
 
 def tiny_model(num_classes: int = 3):
     """A tiny random model; its classifier is scaled up so that logits are far from ties (random init: ~1e-5)."""
-    torch.manual_seed(0)
-    model = build_model("xception65", "deeplabv3plus", num_classes=num_classes, encoder_kwargs={"width": 0.125})
+    model = helpers.tiny_model(num_classes=num_classes)
     with torch.no_grad():
         for module in model.decoder.modules():
             if isinstance(module, torch.nn.Conv2d) and module.out_channels == num_classes:

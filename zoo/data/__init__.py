@@ -10,10 +10,13 @@ from zoo.data.voc import VOCSegmentation
 from zoo.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
-DATASETS.register("cityscapes")(Cityscapes)
-DATASETS.register("folder")(FolderDataset)
-DATASETS.register("shapes")(ShapesDataset)
-DATASETS.register("voc")(VOCSegmentation)
+for _name, _builder in {
+    "cityscapes": Cityscapes,
+    "folder": FolderDataset,
+    "shapes": ShapesDataset,
+    "voc": VOCSegmentation,
+}.items():
+    DATASETS.register(_name)(_builder)
 
 
 def list_datasets() -> list[str]:

@@ -9,10 +9,13 @@ from zoo.decoders.unet import UNetDecoder
 from zoo.registry import Registry
 
 DECODERS: Registry = Registry("decoder")
-DECODERS.register("deeplabv3")(DeepLabV3Decoder)
-DECODERS.register("deeplabv3plus")(DeepLabV3PlusDecoder)
-DECODERS.register("fcn")(FCNDecoder)
-DECODERS.register("unet")(UNetDecoder)
+for _name, _builder in {
+    "deeplabv3": DeepLabV3Decoder,
+    "deeplabv3plus": DeepLabV3PlusDecoder,
+    "fcn": FCNDecoder,
+    "unet": UNetDecoder,
+}.items():
+    DECODERS.register(_name)(_builder)
 
 
 def list_decoders() -> list[str]:
