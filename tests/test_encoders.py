@@ -221,21 +221,57 @@ def test_residual_false_removes_shortcuts_and_the_sum():
         assert torch.allclose(default_block(x), y + x)
 
 
-def test_groups_of_the_pointwise_stage():
-    default = build_encoder("xception41", **TINY)
-    enc = build_encoder("xception41", groups=2, **TINY)  # channels are multiples of 8 either way
-    pw = [m for m in enc.modules() if isinstance(m, SeparableConv)]
-    assert all(sep.conv_pw.groups == 2 for sep in pw)
-    pw_default = sum(s.conv_pw.weight.numel() for s in default.modules() if isinstance(s, SeparableConv))
-    pw_grouped = sum(s.conv_pw.weight.numel() for s in pw)
-    assert pw_grouped * 2 == pw_default
-    assert count_params(default) - count_params(enc) == pw_default - pw_grouped
+SEGMENTS = [1, 2, 4, 8, "all"]
+
+
+def spatial_convs(enc) -> list[nn.Conv2d]:
+    return [sep.conv_dw for sep in enc.modules() if isinstance(sep, SeparableConv)]
+
+
+@pytest.mark.parametrize("order", ["depthwise_first", "pointwise_first"])
+@pytest.mark.parametrize("segments", SEGMENTS)
+def test_segments_split_the_3x3_conv(segments, order):
+    enc = build_encoder("xception41", segments=segments, order=order, **TINY)
+    for conv in spatial_convs(enc):
+        groups = conv.in_channels if segments == "all" else segments
+        assert conv.kernel_size == (3, 3) and conv.groups == groups and conv.in_channels == conv.out_channels
+        assert conv.weight.shape == (conv.out_channels, conv.in_channels // groups, 3, 3)
+    assert all(sep.conv_pw.groups == 1 for sep in enc.modules() if isinstance(sep, SeparableConv))
     assert enc(torch.randn(1, 3, 33, 33))[-1].shape[1] == enc.feature_info[-1].channels
 
 
-def test_groups_must_divide_channels():
-    with pytest.raises(ValueError, match="groups=3 does not divide the pointwise channels 64"):
-        build_encoder("xception41", groups=3)
+@pytest.mark.parametrize("order", ["depthwise_first", "pointwise_first"])
+def test_segments_cost_what_the_spectrum_predicts(order):
+    """A 3x3 conv on C channels in s segments has 9 C^2 / s weights and as many MACs per output position."""
+    x = torch.randn(1, 3, 40, 40)
+    depthwise = build_encoder("xception41", order=order, **TINY)
+    sizes = {}
+
+    def record(k: int, output: torch.Tensor) -> None:
+        sizes[k] = output.shape[-2:].numel()
+
+    hooks = [c.register_forward_hook(lambda m, i, o, k=k: record(k, o)) for k, c in enumerate(spatial_convs(depthwise))]
+    base_macs = count_macs(depthwise, x)
+    for h in hooks:
+        h.remove()
+    chs = [c.in_channels for c in spatial_convs(depthwise)]
+    for s in (1, 4, 8):
+        enc = build_encoder("xception41", segments=s, order=order, **TINY)
+        extra = [9 * c * (c // s - 1) for c in chs]  # weights beyond the depthwise conv's 9 C
+        assert count_params(enc) == count_params(depthwise) + sum(extra)
+        assert count_macs(enc, x) == base_macs + sum(e * sizes[k] for k, e in enumerate(extra))
+    one = build_encoder("xception41", segments=1, order=order, **TINY)
+    assert all(c.groups == 1 for c in spatial_convs(one))  # one segment: a regular conv, a one-tower Inception
+
+
+def test_segments_must_divide_the_3x3_channels():
+    with pytest.raises(ValueError, match="segments=3 does not divide the 3x3 conv's 64 channels"):
+        build_encoder("xception41", segments=3)
+    with pytest.raises(ValueError, match="segments=16 does not divide the 3x3 conv's 728 channels"):
+        with torch.device("meta"):
+            build_encoder("xception41", segments=16)
+    enc = build_encoder("xception41", segments=16, width=0.25)  # a width rounds channels to multiples of 16
+    assert all(c.in_channels % 16 == 0 for c in spatial_convs(enc))
 
 
 @pytest.mark.parametrize(
@@ -244,7 +280,8 @@ def test_groups_must_divide_channels():
         ({"mid_activation": "gelu"}, "mid_activation must be None, 'relu' or 'elu', got 'gelu'"),
         ({"order": "sideways"}, "order must be 'depthwise_first' or 'pointwise_first', got 'sideways'"),
         ({"width": 0}, "width must be positive, got 0"),
-        ({"groups": 0}, "groups must be >= 1, got 0"),
+        ({"segments": 0}, "segments must be 'all' or an int >= 1, got 0"),
+        ({"segments": "some"}, "segments must be 'all' or an int >= 1, got 'some'"),
     ],
 )
 def test_bad_ablation_arguments(kwargs, message):
