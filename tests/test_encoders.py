@@ -415,17 +415,28 @@ def legacy_file(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_legacy_equal_to_timm(legacy_file):
-    enc = build_encoder("xception", weights=legacy_file).eval()
+def test_legacy_with_valid_stem_equal_to_timm(legacy_file):
+    enc = build_encoder("xception", weights=legacy_file, stem_padding="valid").eval()
     ref = timm_features("legacy_xception", torch.load(legacy_file, weights_only=True))
-    # the zoo pads its two stem convs (exact reductions); give timm's the same padding to compare
-    ref.body.conv1.padding = ref.body.conv2.padding = (1, 1)
     assert [f.channels for f in enc.feature_info] == ref.feature_info.channels()
     assert [f.reduction for f in enc.feature_info] == ref.feature_info.reduction()
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(1, 3, 97, 131, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        for a, b in zip(enc(x), ref(x), strict=True):
-            assert a.shape == b.shape and max_rel_diff(a, b) <= 1e-4
+        ours, theirs = enc(x), ref(x)
+    assert ours[-1].shape[-2:] == (3, 4)  # Chollet's unpadded stem: 97x131 -> 48x65 -> 46x63 before the blocks
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.shape == b.shape and max_rel_diff(a, b) <= 1e-4
+
+
+@pytest.mark.parametrize("stem_padding, deepest", [("same", (4, 5)), ("valid", (3, 4))])
+def test_legacy_stem_padding(stem_padding, deepest):
+    enc = build_encoder("xception", stem_padding=stem_padding, **TINY).eval()
+    assert enc.stem.conv1.padding == enc.stem.conv2.padding == ((1, 1) if stem_padding == "same" else (0, 0))
+    with torch.no_grad():
+        assert enc(torch.randn(1, 3, 97, 131))[-1].shape[-2:] == deepest
+    assert count_params(enc) == count_params(tiny("xception", 32))
+    with pytest.raises(ValueError, match="stem_padding must be 'same' or 'valid', got 'full'"):
+        build_encoder("xception", stem_padding="full")
 
 
 @pytest.mark.slow
