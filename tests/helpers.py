@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -40,3 +42,21 @@ def tiny_model(decoder: str = "deeplabv3plus", num_classes: int = 3, encoder: st
     """The suite's tiny model: a width-0.125 zoo Xception with ``decoder``, seeded, in train mode."""
     torch.manual_seed(0)
     return zoo.build_model(encoder, decoder, num_classes=num_classes, encoder_kwargs={"width": 0.125}, **kwargs)
+
+
+def randomise(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Random values everywhere (BN statistics included, variances positive) so equality tests mean something."""
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for k, v in state.items():
+        if not v.is_floating_point():
+            out[k] = torch.zeros(v.shape, dtype=v.dtype)
+        elif k.endswith("running_var"):
+            out[k] = torch.rand(v.shape, generator=g) + 0.5
+        else:
+            out[k] = torch.randn(v.shape, generator=g) * (0.5 if v.dim() == 1 else 1.0 / math.sqrt(v[0].numel()))
+    return out
+
+
+def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()

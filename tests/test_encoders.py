@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import math
 import re
 
 import pytest
 import segmentation_models_pytorch as smp
 import timm
 import torch
+from helpers import max_rel_diff, randomise
 from torch import nn
 
 import zoo
@@ -19,7 +19,8 @@ from zoo.encoders.xception_aligned import SeparableConv, XceptionBlock, convert_
 from zoo.encoders.xception_legacy import convert_timm_legacy
 from zoo.flops import count_macs, count_params
 
-ZOO_NAMES = ["xception", "xception41", "xception65", "xception71"]
+ZOO_NAMES = ["googlenet", "inception_v3", "xception", "xception41", "xception65", "xception71"]
+XCEPTIONS = ["xception", "xception41", "xception65", "xception71"]
 STRIDES = [8, 16, 32]
 TINY = {"width": 0.125}
 # timm's parameter counts without classifier (features_only at output stride 32)
@@ -36,29 +37,11 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def randomise(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Random values everywhere (BN statistics included, variances positive) so equality tests mean something."""
-    g = torch.Generator().manual_seed(0)
-    out = {}
-    for k, v in state.items():
-        if not v.is_floating_point():
-            out[k] = torch.zeros(v.shape, dtype=v.dtype)
-        elif k.endswith("running_var"):
-            out[k] = torch.rand(v.shape, generator=g) + 0.5
-        else:
-            out[k] = torch.randn(v.shape, generator=g) * (0.5 if v.dim() == 1 else 1.0 / math.sqrt(v[0].numel()))
-    return out
-
-
 def timm_state(name: str) -> dict[str, torch.Tensor]:
     """Random values in the layout of ``timm.create_model(name).state_dict()``."""
     with torch.device("meta"):
         shapes = timm.create_model(name).state_dict()
     return randomise(shapes)
-
-
-def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 # ---------------------------------------------------------------- registry and names
@@ -74,11 +57,11 @@ def test_unknown_name_lists_zoo_names_and_mentions_smp_and_timm():
         build_encoder("xception66")
     msg = str(err.value)
     assert "unknown encoder 'xception66'" in msg
-    assert "xception41, xception65, xception71" in msg
+    assert "googlenet, inception_v3, xception, xception41, xception65, xception71" in msg
     assert "smp encoder names" in msg and "tu-<timm model>" in msg
 
 
-@pytest.mark.parametrize("name", ["xception65", "xception", "resnet18"])
+@pytest.mark.parametrize("name", ["xception65", "xception", "inception_v3", "googlenet", "resnet18"])
 @pytest.mark.parametrize("output_stride", [4, 64])
 def test_bad_output_stride(name, output_stride):
     with pytest.raises(ValueError, match=rf"output_stride must be one of \{{8, 16, 32\}}, got {output_stride}"):
@@ -111,7 +94,8 @@ def test_gradients_reach_the_stem(name, output_stride):
     enc = tiny(name, output_stride).train()
     enc.zero_grad()
     sum(f.mean() for f in enc(torch.randn(2, 3, 33, 33))).backward()
-    assert enc.stem.conv1.weight.grad is not None and enc.stem.conv1.weight.grad.abs().sum() > 0
+    first = next(enc.parameters())  # the first conv's weight
+    assert first.dim() == 4 and first.shape[1] == 3 and first.grad is not None and first.grad.abs().sum() > 0
     assert all(p.grad is not None for p in enc.parameters())
 
 
@@ -221,21 +205,57 @@ def test_residual_false_removes_shortcuts_and_the_sum():
         assert torch.allclose(default_block(x), y + x)
 
 
-def test_groups_of_the_pointwise_stage():
-    default = build_encoder("xception41", **TINY)
-    enc = build_encoder("xception41", groups=2, **TINY)  # channels are multiples of 8 either way
-    pw = [m for m in enc.modules() if isinstance(m, SeparableConv)]
-    assert all(sep.conv_pw.groups == 2 for sep in pw)
-    pw_default = sum(s.conv_pw.weight.numel() for s in default.modules() if isinstance(s, SeparableConv))
-    pw_grouped = sum(s.conv_pw.weight.numel() for s in pw)
-    assert pw_grouped * 2 == pw_default
-    assert count_params(default) - count_params(enc) == pw_default - pw_grouped
+SEGMENTS = [1, 2, 4, 8, "all"]
+
+
+def spatial_convs(enc) -> list[nn.Conv2d]:
+    return [sep.conv_dw for sep in enc.modules() if isinstance(sep, SeparableConv)]
+
+
+@pytest.mark.parametrize("order", ["depthwise_first", "pointwise_first"])
+@pytest.mark.parametrize("segments", SEGMENTS)
+def test_segments_split_the_3x3_conv(segments, order):
+    enc = build_encoder("xception41", segments=segments, order=order, **TINY)
+    for conv in spatial_convs(enc):
+        groups = conv.in_channels if segments == "all" else segments
+        assert conv.kernel_size == (3, 3) and conv.groups == groups and conv.in_channels == conv.out_channels
+        assert conv.weight.shape == (conv.out_channels, conv.in_channels // groups, 3, 3)
+    assert all(sep.conv_pw.groups == 1 for sep in enc.modules() if isinstance(sep, SeparableConv))
     assert enc(torch.randn(1, 3, 33, 33))[-1].shape[1] == enc.feature_info[-1].channels
 
 
-def test_groups_must_divide_channels():
-    with pytest.raises(ValueError, match="groups=3 does not divide the pointwise channels 64"):
-        build_encoder("xception41", groups=3)
+@pytest.mark.parametrize("order", ["depthwise_first", "pointwise_first"])
+def test_segments_cost_what_the_spectrum_predicts(order):
+    """A 3x3 conv on C channels in s segments has 9 C^2 / s weights and as many MACs per output position."""
+    x = torch.randn(1, 3, 40, 40)
+    depthwise = build_encoder("xception41", order=order, **TINY)
+    sizes = {}
+
+    def record(k: int, output: torch.Tensor) -> None:
+        sizes[k] = output.shape[-2:].numel()
+
+    hooks = [c.register_forward_hook(lambda m, i, o, k=k: record(k, o)) for k, c in enumerate(spatial_convs(depthwise))]
+    base_macs = count_macs(depthwise, x)
+    for h in hooks:
+        h.remove()
+    chs = [c.in_channels for c in spatial_convs(depthwise)]
+    for s in (1, 4, 8):
+        enc = build_encoder("xception41", segments=s, order=order, **TINY)
+        extra = [9 * c * (c // s - 1) for c in chs]  # weights beyond the depthwise conv's 9 C
+        assert count_params(enc) == count_params(depthwise) + sum(extra)
+        assert count_macs(enc, x) == base_macs + sum(e * sizes[k] for k, e in enumerate(extra))
+    one = build_encoder("xception41", segments=1, order=order, **TINY)
+    assert all(c.groups == 1 for c in spatial_convs(one))  # one segment: a regular conv, a one-tower Inception
+
+
+def test_segments_must_divide_the_3x3_channels():
+    with pytest.raises(ValueError, match="segments=3 does not divide the 3x3 conv's 64 channels"):
+        build_encoder("xception41", segments=3)
+    with pytest.raises(ValueError, match="segments=16 does not divide the 3x3 conv's 728 channels"):
+        with torch.device("meta"):
+            build_encoder("xception41", segments=16)
+    enc = build_encoder("xception41", segments=16, width=0.25)  # a width rounds channels to multiples of 16
+    assert all(c.in_channels % 16 == 0 for c in spatial_convs(enc))
 
 
 @pytest.mark.parametrize(
@@ -244,7 +264,8 @@ def test_groups_must_divide_channels():
         ({"mid_activation": "gelu"}, "mid_activation must be None, 'relu' or 'elu', got 'gelu'"),
         ({"order": "sideways"}, "order must be 'depthwise_first' or 'pointwise_first', got 'sideways'"),
         ({"width": 0}, "width must be positive, got 0"),
-        ({"groups": 0}, "groups must be >= 1, got 0"),
+        ({"segments": 0}, "segments must be 'all' or an int >= 1, got 0"),
+        ({"segments": "some"}, "segments must be 'all' or an int >= 1, got 'some'"),
     ],
 )
 def test_bad_ablation_arguments(kwargs, message):
@@ -378,17 +399,28 @@ def legacy_file(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_legacy_equal_to_timm(legacy_file):
-    enc = build_encoder("xception", weights=legacy_file).eval()
+def test_legacy_with_valid_stem_equal_to_timm(legacy_file):
+    enc = build_encoder("xception", weights=legacy_file, stem_padding="valid").eval()
     ref = timm_features("legacy_xception", torch.load(legacy_file, weights_only=True))
-    # the zoo pads its two stem convs (exact reductions); give timm's the same padding to compare
-    ref.body.conv1.padding = ref.body.conv2.padding = (1, 1)
     assert [f.channels for f in enc.feature_info] == ref.feature_info.channels()
     assert [f.reduction for f in enc.feature_info] == ref.feature_info.reduction()
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(1, 3, 97, 131, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        for a, b in zip(enc(x), ref(x), strict=True):
-            assert a.shape == b.shape and max_rel_diff(a, b) <= 1e-4
+        ours, theirs = enc(x), ref(x)
+    assert ours[-1].shape[-2:] == (3, 4)  # Chollet's unpadded stem: 97x131 -> 48x65 -> 46x63 before the blocks
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.shape == b.shape and max_rel_diff(a, b) <= 1e-4
+
+
+@pytest.mark.parametrize("stem_padding, deepest", [("same", (4, 5)), ("valid", (3, 4))])
+def test_legacy_stem_padding(stem_padding, deepest):
+    enc = build_encoder("xception", stem_padding=stem_padding, **TINY).eval()
+    assert enc.stem.conv1.padding == enc.stem.conv2.padding == ((1, 1) if stem_padding == "same" else (0, 0))
+    with torch.no_grad():
+        assert enc(torch.randn(1, 3, 97, 131))[-1].shape[-2:] == deepest
+    assert count_params(enc) == count_params(tiny("xception", 32))
+    with pytest.raises(ValueError, match="stem_padding must be 'same' or 'valid', got 'full'"):
+        build_encoder("xception", stem_padding="full")
 
 
 @pytest.mark.slow

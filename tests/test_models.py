@@ -16,12 +16,14 @@ from zoo.encoders import ENCODERS
 from zoo.models import SegmentationModel, build_model
 
 TINY = {"width": 0.125}
-# the zoo's Xceptions (width-reduced) and two smp encoders
+# the zoo's encoders (width-reduced) and two smp encoders
 ENCODERS_UNDER_TEST = {
     "xception41": TINY,
     "xception65": TINY,
     "xception71": TINY,
     "xception": TINY,
+    "inception_v3": TINY,
+    "googlenet": TINY,
     "resnet18": None,
     "mobilenet_v2": None,
 }

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from zoo.encoders.base import Encoder, FeatureInfo
 from zoo.encoders.external import ExternalEncoder, build_external, is_external_name
+from zoo.encoders.inception import SPECS as INCEPTION_SPECS
+from zoo.encoders.inception import InceptionEncoder, build_inception
 from zoo.encoders.smp_interop import register_smp
 from zoo.encoders.xception_aligned import SPECS, AlignedXception, build_aligned_xception
 from zoo.encoders.xception_legacy import LegacyXception, build_legacy_xception
@@ -17,6 +19,8 @@ ENCODERS: Registry = Registry("encoder")
 for _name in SPECS:
     ENCODERS.register(_name)(partial(build_aligned_xception, _name))
 ENCODERS.register("xception")(build_legacy_xception)
+for _name in INCEPTION_SPECS:
+    ENCODERS.register(_name)(partial(build_inception, _name))
 for _name in ENCODERS.names():
     register_smp(_name, ENCODERS.get(_name))
 
@@ -41,7 +45,7 @@ def build_encoder(
         output_stride: reduction of the deepest feature, 8, 16 or 32.
         weights: None (random init), "imagenet", or a path to a weights file.
         in_channels: channels of the input image.
-        **kwargs: encoder-specific arguments (e.g. ``width`` for the zoo's Xceptions).
+        **kwargs: encoder-specific arguments (e.g. ``width`` for the zoo's own encoders).
     """
     if name in ENCODERS:
         builder = ENCODERS.get(name)
@@ -61,6 +65,7 @@ __all__ = [
     "AlignedXception",
     "Encoder",
     "ExternalEncoder",
+    "InceptionEncoder",
     "LegacyXception",
     "FeatureInfo",
     "build_encoder",

@@ -1,4 +1,4 @@
-"""The zoo's Xceptions in smp's encoder table, as ``zoo-xception41/65/71`` and ``zoo-xception``.
+"""The zoo's encoders in smp's encoder table, as ``zoo-<name>`` (``zoo-xception65``, ``zoo-inception_v3``, ...).
 
 After ``import zoo``, ``smp.DeepLabV3Plus(encoder_name="zoo-xception65", encoder_weights=None,
 encoder_output_stride=16)`` builds. smp wants ``depth + 1`` positional features (the input first) and

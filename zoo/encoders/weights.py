@@ -1,4 +1,4 @@
-"""Weights for the zoo's Xceptions: timm's checkpoints (a file, or "imagenet" through the Hub) and a strict loader."""
+"""Weights for the zoo's encoders: timm/torchvision checkpoints (a file or "imagenet"), a renamer, a strict loader."""
 
 from __future__ import annotations
 
@@ -48,6 +48,26 @@ def fetch_timm_state_dict(timm_name: str, weights: str | Path) -> dict[str, torc
         raise RuntimeError(
             f"could not get timm's pretrained {timm_name!r} weights from the Hugging Face Hub ({type(err).__name__}: "
             f'{err}); offline, pass a timm state dict file instead: weights="/path/to/{timm_name}.pth"'
+        ) from err
+
+
+def fetch_torchvision_state_dict(model_name: str, weights: str | Path) -> dict[str, torch.Tensor]:
+    """A torchvision state dict: read from a file, or torchvision's default ImageNet ``model_name`` weights.
+
+    Args:
+        model_name: the torchvision model whose weights fit (e.g. ``googlenet``).
+        weights: "imagenet" or a path to a ``.pth``/``.safetensors`` file.
+    """
+    if weights != "imagenet":
+        return load_state_dict_file(weights)
+    import torchvision
+
+    try:
+        return torchvision.models.get_model_weights(model_name).DEFAULT.get_state_dict(progress=False)
+    except Exception as err:  # noqa: BLE001 - offline, no access to download.pytorch.org: all mean the same here
+        raise RuntimeError(
+            f"could not get torchvision's pretrained {model_name!r} weights ({type(err).__name__}: {err}); offline, "
+            f'pass a torchvision state dict file instead: weights="/path/to/{model_name}.pth"'
         ) from err
 
 

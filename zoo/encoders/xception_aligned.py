@@ -28,6 +28,7 @@ XCEPTION_MEAN = (0.5, 0.5, 0.5)
 XCEPTION_STD = (0.5, 0.5, 0.5)
 MidActivation = Literal["relu", "elu"] | None
 Order = Literal["depthwise_first", "pointwise_first"]
+Segments = int | Literal["all"]
 BATCH_NORM = partial(nn.BatchNorm2d, eps=1e-3)  # TF DeepLab's epsilon
 _ACTIVATIONS = {"relu": relu, "elu": nn.ELU}
 
@@ -66,17 +67,22 @@ SPECS = {"xception41": XCEPTION41, "xception65": XCEPTION65, "xception71": XCEPT
 
 
 class SeparableConv(nn.Sequential):
-    """Depthwise and pointwise conv, each followed by BN (and optionally an activation).
+    """A spatial 3x3 conv and a pointwise 1x1 conv, each followed by BN (and optionally an activation).
+
+    The 3x3 stage is split into ``segments`` independent channel groups: the Xception paper's spectrum from a
+    regular convolution (one segment: a one-tower Inception module) through Inception modules (3-4 segments) to
+    a depthwise convolution (one segment per channel, "all": Xception). Its modules keep the names ``conv_dw`` and
+    ``bn_dw`` of the published, depthwise form.
 
     Args:
         in_chs: input channels.
         out_chs: output channels.
-        stride: stride of the depthwise conv.
-        dilation: dilation of the depthwise conv.
+        stride: stride of the 3x3 conv.
+        dilation: dilation of the 3x3 conv.
         mid_act: activation factory (called without arguments) between the two stages, or None.
         out_act: activation factory after the second stage, or None.
         order: "depthwise_first" (Xception) or "pointwise_first" ("extreme Inception").
-        groups: groups of the pointwise conv.
+        segments: groups of the 3x3 conv: 1 (regular conv) ... its channel count, or "all" (depthwise).
         norm_layer: normalisation class called with the channel count.
     """
 
@@ -89,13 +95,14 @@ class SeparableConv(nn.Sequential):
         mid_act: Callable[[], nn.Module] | None = None,
         out_act: Callable[[], nn.Module] | None = None,
         order: Order = "depthwise_first",
-        groups: int = 1,
+        segments: Segments = "all",
         norm_layer: type[nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         dw_chs = in_chs if order == "depthwise_first" else out_chs
-        conv_dw = nn.Conv2d(dw_chs, dw_chs, 3, stride, dilation, dilation, groups=dw_chs, bias=False)
-        conv_pw = nn.Conv2d(in_chs, out_chs, 1, groups=groups, bias=False)
+        groups = dw_chs if segments == "all" else segments
+        conv_dw = nn.Conv2d(dw_chs, dw_chs, 3, stride, dilation, dilation, groups=groups, bias=False)
+        conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
         stages = [("dw", conv_dw, dw_chs), ("pw", conv_pw, out_chs)]
         if order == "pointwise_first":
             stages.reverse()
@@ -118,7 +125,7 @@ class XceptionBlock(nn.Module):
         mid_activation: activation between depthwise and pointwise in pre-activated units.
         order: order of the depthwise and pointwise stages.
         residual: False drops the residual connection (and its 1x1 shortcut).
-        groups: groups of the pointwise convs.
+        segments: groups of the 3x3 convs (see :class:`SeparableConv`).
         norm_layer: normalisation class called with the channel count.
     """
 
@@ -131,7 +138,7 @@ class XceptionBlock(nn.Module):
         mid_activation: MidActivation = None,
         order: Order = "depthwise_first",
         residual: bool = True,
-        groups: int = 1,
+        segments: Segments = "all",
         norm_layer: type[nn.Module] = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
@@ -143,7 +150,7 @@ class XceptionBlock(nn.Module):
         out = None if spec.pre_act else relu
         chs = (in_chs, *spec.out_chs)
         self.convs = nn.ModuleList(
-            SeparableConv(chs[i], chs[i + 1], stride if i == 2 else 1, dilation, mid, out, order, groups, norm_layer)
+            SeparableConv(chs[i], chs[i + 1], stride if i == 2 else 1, dilation, mid, out, order, segments, norm_layer)
             for i in range(3)
         )
         # The shortcut follows the spec, not the applied stride: parameters never depend on output_stride.
@@ -189,13 +196,18 @@ class AlignedXception(Encoder):
         specs: the blocks, e.g. :data:`XCEPTION65`.
         output_stride: reduction of the deepest feature: 8, 16 or 32.
         in_channels: channels of the input image.
-        width: channel multiplier (e.g. 0.125 for a tiny variant); channels are rounded to a multiple of
-            ``lcm(8, groups)``.
-        mid_activation: None (published: nothing between depthwise and pointwise in the pre-activated units,
-            ReLU in the last exit unit), "relu" or "elu" between the two stages of every separable conv.
-        order: "depthwise_first" (published) or "pointwise_first".
-        residual: True (published) or False (no residual connections).
-        groups: groups of the pointwise convs (1 = published, fully depthwise-separable).
+        width: channel multiplier (e.g. 0.125 for a tiny variant); channels are rounded to a multiple of 8, or of
+            ``lcm(8, segments)``.
+        mid_activation: None (published: nothing between the two stages in the pre-activated units, ReLU in the
+            last exit unit), "relu" or "elu" between the two stages of every separable conv: the Xception paper's
+            Fig. 10 (none converges fastest and best, ELU next, ReLU last).
+        order: "depthwise_first" (published) or "pointwise_first" (the paper's "extreme" Inception module,
+            Fig. 4; the paper argues the order matters little when the units are stacked).
+        residual: True (published) or False (no residual connections): the paper's Fig. 9 (residual
+            connections speed up convergence and raise the final accuracy).
+        segments: groups of the 3x3 convs, the paper's spectrum between regular and depthwise separable
+            convolutions (section 1.2): "all" (published: depthwise), or an int from 1 (regular 3x3 conv) that
+            divides every 3x3 conv's channels. The paper leaves the intermediate points untested.
         norm_layer: normalisation class (default BatchNorm2d with eps 1e-3).
     """
 
@@ -209,13 +221,13 @@ class AlignedXception(Encoder):
         mid_activation: MidActivation = None,
         order: Order = "depthwise_first",
         residual: bool = True,
-        groups: int = 1,
+        segments: Segments = "all",
         norm_layer: type[nn.Module] = BATCH_NORM,
     ) -> None:
         super().__init__()
-        _check_args(output_stride, width, mid_activation, order, groups)
+        _check_args(output_stride, width, mid_activation, order, segments)
         self.output_stride, self.mean, self.std, self.size_divisor = output_stride, XCEPTION_MEAN, XCEPTION_STD, 32
-        ch = partial(scale_channels, width=width, divisor=math.lcm(8, groups))
+        ch = partial(scale_channels, width=width, divisor=8 if segments == "all" else math.lcm(8, segments))
         self.stem = nn.Sequential(
             OrderedDict(
                 conv1=nn.Conv2d(in_channels, ch(32), 3, 2, 1, bias=False),
@@ -231,7 +243,7 @@ class AlignedXception(Encoder):
         self.feature_info, self._taps = [], set()
         for i, spec in enumerate(specs):
             spec = BlockSpec(tuple(ch(c) for c in spec.out_chs), spec.stride, spec.skip, spec.pre_act)
-            _check_groups(in_chs, spec, groups)
+            _check_segments(in_chs, spec, order, segments)
             block_dilation, stride = dilation, spec.stride
             if spec.stride > 1:
                 self.feature_info.append(FeatureInfo(spec.out_chs[1], reduction))
@@ -240,9 +252,8 @@ class AlignedXception(Encoder):
                     dilation, stride = dilation * spec.stride, 1
                 else:
                     reduction *= spec.stride
-            self.blocks.append(
-                XceptionBlock(in_chs, spec, stride, block_dilation, mid_activation, order, residual, groups, norm_layer)
-            )
+            ablation = {"mid_activation": mid_activation, "order": order, "residual": residual, "segments": segments}
+            self.blocks.append(XceptionBlock(in_chs, spec, stride, block_dilation, **ablation, norm_layer=norm_layer))
             in_chs = spec.out_chs[-1]
         self.feature_info.append(FeatureInfo(in_chs, reduction))
 
@@ -258,7 +269,7 @@ class AlignedXception(Encoder):
         return [*features, x]
 
 
-def _check_args(output_stride: int, width: float, mid_activation: object, order: object, groups: int) -> None:
+def _check_args(output_stride: int, width: float, mid_activation: object, order: object, segments: object) -> None:
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {{8, 16, 32}}, got {output_stride}")
     if not width > 0:
@@ -267,14 +278,17 @@ def _check_args(output_stride: int, width: float, mid_activation: object, order:
         raise ValueError(f"mid_activation must be None, 'relu' or 'elu', got {mid_activation!r}")
     if order not in ("depthwise_first", "pointwise_first"):
         raise ValueError(f"order must be 'depthwise_first' or 'pointwise_first', got {order!r}")
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
+    if segments != "all" and not (isinstance(segments, int) and not isinstance(segments, bool) and segments >= 1):
+        raise ValueError(f"segments must be 'all' or an int >= 1, got {segments!r}")
 
 
-def _check_groups(in_chs: int, spec: BlockSpec, groups: int) -> None:
-    for chs in (in_chs, *spec.out_chs):
-        if chs % groups:
-            raise ValueError(f"groups={groups} does not divide the pointwise channels {chs} (block {spec})")
+def _check_segments(in_chs: int, spec: BlockSpec, order: Order, segments: Segments) -> None:
+    """The 3x3 convs run on each conv's input channels (depthwise first) or output channels (pointwise first)."""
+    chs = (in_chs, *spec.out_chs)
+    spatial = chs[:3] if order == "depthwise_first" else chs[1:]
+    for c in spatial:
+        if segments != "all" and c % segments:
+            raise ValueError(f"segments={segments} does not divide the 3x3 conv's {c} channels (block {spec})")
 
 
 # timm key -> zoo key, applied in order (first match wins). Keys that match nothing are reported.
@@ -324,7 +338,7 @@ def build_aligned_xception(
             state dict (``.pth``/``.safetensors``) of the same variant.
         in_channels: channels of the input image (3 when loading weights).
         **kwargs: :class:`AlignedXception` arguments (``width``, ``mid_activation``, ``order``,
-            ``residual``, ``groups``).
+            ``residual``, ``segments``).
     """
     if weights is None:
         return AlignedXception(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)

@@ -1,9 +1,12 @@
 """Chollet's original Xception (``xception``): max-pooling entry and exit flows, 8 middle blocks.
 
-Equal to timm's ``legacy_xception`` (weights convert with :func:`convert_timm_legacy`) except that the two
-stem convs are padded ("same" padding, as smp's port does) so every feature has an exact reduction.
-Unlike smp's port it dilates: at output stride 16 or 8 a pooling stride that would overshoot becomes
-stride 1 and every later block is dilated instead.
+With ``stem_padding="valid"`` equal to timm's ``legacy_xception`` (weights convert with
+:func:`convert_timm_legacy`): the two stem convs are unpadded, as in Chollet's network. The default, "same",
+pads them (as smp's port does) so that every feature has an exact reduction (``ceil(size / reduction)``) and its
+grid is aligned with the input's, which a segmentation decoder needs to put its upsampled logits back on the
+pixels; the weights are the same either way (only the borders of the stem see a difference). Unlike smp's port
+it dilates: at output stride 16 or 8 a pooling stride that would overshoot becomes stride 1 and every later
+block is dilated instead.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -22,6 +26,7 @@ from zoo.encoders.weights import fetch_timm_state_dict, load_converted, rename_k
 from zoo.encoders.xception_aligned import scale_channels
 
 OUTPUT_STRIDES = (8, 16, 32)
+StemPadding = Literal["same", "valid"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,9 @@ class LegacyXception(Encoder):
         in_channels: channels of the input image.
         width: channel multiplier (e.g. 0.125 for a tiny variant); channels are rounded to a multiple of 8.
         specs: the blocks between stem and exit convs (default: :data:`XCEPTION`).
+        stem_padding: "same" (default: exact reductions, feature grids aligned with the input) or "valid"
+            (Chollet's unpadded stem convs: timm's ``legacy_xception`` exactly; on a 97x131 input the deepest
+            feature is 3x4 instead of 4x5).
     """
 
     def __init__(
@@ -127,20 +135,19 @@ class LegacyXception(Encoder):
         in_channels: int = 3,
         width: float = 1.0,
         specs: tuple[LegacySpec, ...] = XCEPTION,
+        stem_padding: StemPadding = "same",
     ) -> None:
         super().__init__()
-        if output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f"output_stride must be one of {{8, 16, 32}}, got {output_stride}")
-        if not width > 0:
-            raise ValueError(f"width must be positive, got {width}")
+        _check_args(output_stride, width, stem_padding)
+        pad = 1 if stem_padding == "same" else 0
         ch = partial(scale_channels, width=width, divisor=8)
         self.output_stride, self.mean, self.std, self.size_divisor = output_stride, (0.5,) * 3, (0.5,) * 3, 32
         self.stem = nn.Sequential(
             OrderedDict(
-                conv1=nn.Conv2d(in_channels, ch(32), 3, 2, 1, bias=False),
+                conv1=nn.Conv2d(in_channels, ch(32), 3, 2, pad, bias=False),
                 bn1=nn.BatchNorm2d(ch(32)),
                 act1=nn.ReLU(inplace=True),
-                conv2=nn.Conv2d(ch(32), ch(64), 3, 1, 1, bias=False),
+                conv2=nn.Conv2d(ch(32), ch(64), 3, 1, pad, bias=False),
                 bn2=nn.BatchNorm2d(ch(64)),
                 act2=nn.ReLU(inplace=True),
             )
@@ -183,6 +190,15 @@ class LegacyXception(Encoder):
         return [*features, self.tail(x)]
 
 
+def _check_args(output_stride: int, width: float, stem_padding: object) -> None:
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {{8, 16, 32}}, got {output_stride}")
+    if not width > 0:
+        raise ValueError(f"width must be positive, got {width}")
+    if stem_padding not in ("same", "valid"):
+        raise ValueError(f"stem_padding must be 'same' or 'valid', got {stem_padding!r}")
+
+
 def _rep(m: re.Match) -> str:
     block, index, rest = int(m[1]) - 1, int(m[2]) // 3, m[3]
     if rest.startswith("conv1.") or rest.startswith("pointwise."):
@@ -220,7 +236,12 @@ def convert_timm_legacy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
 
 
 def build_legacy_xception(
-    *, output_stride: int = 32, weights: str | Path | None = None, in_channels: int = 3, width: float = 1.0
+    *,
+    output_stride: int = 32,
+    weights: str | Path | None = None,
+    in_channels: int = 3,
+    width: float = 1.0,
+    stem_padding: StemPadding = "same",
 ) -> LegacyXception:
     """Build ``xception`` (Chollet's original).
 
@@ -230,11 +251,13 @@ def build_legacy_xception(
             ``legacy_xception`` state dict (``.pth``/``.safetensors``).
         in_channels: channels of the input image (3 when loading weights).
         width: channel multiplier (1.0 for the published model).
+        stem_padding: "same" (default, exact reductions) or "valid" (Chollet's network exactly).
     """
+    kwargs = {"output_stride": output_stride, "in_channels": in_channels, "width": width, "stem_padding": stem_padding}
     if weights is None:
-        return LegacyXception(output_stride=output_stride, in_channels=in_channels, width=width)
+        return LegacyXception(**kwargs)
     state = convert_timm_legacy(fetch_timm_state_dict("legacy_xception", weights))
     with torch.device("meta"):  # every tensor comes from the weights: skip the random initialisation
-        model = LegacyXception(output_stride=output_stride, in_channels=in_channels, width=width)
+        model = LegacyXception(**kwargs)
     load_converted(model, state, source=f"{weights} (xception)")
     return model
