@@ -28,6 +28,7 @@ XCEPTION_MEAN = (0.5, 0.5, 0.5)
 XCEPTION_STD = (0.5, 0.5, 0.5)
 MidActivation = Literal["relu", "elu"] | None
 Order = Literal["depthwise_first", "pointwise_first"]
+Tap = Literal["activated", "raw"]
 BATCH_NORM = partial(nn.BatchNorm2d, eps=1e-3)  # TF DeepLab's epsilon
 _ACTIVATIONS = {"relu": relu, "elu": nn.ELU}
 
@@ -120,6 +121,8 @@ class XceptionBlock(nn.Module):
         residual: False drops the residual connection (and its 1x1 shortcut).
         groups: groups of the pointwise convs.
         norm_layer: normalisation class called with the channel count.
+        tap: "activated" taps the ReLU'd input of the last separable conv, "raw" the second conv's output
+            before that ReLU (TF DeepLab's ``separable_conv2_pointwise`` end point).
     """
 
     def __init__(
@@ -133,9 +136,11 @@ class XceptionBlock(nn.Module):
         residual: bool = True,
         groups: int = 1,
         norm_layer: type[nn.Module] = nn.BatchNorm2d,
+        tap: Tap = "activated",
     ) -> None:
         super().__init__()
         self.pre_act = spec.pre_act
+        self.raw_tap = tap == "raw"
         self.residual = residual and spec.skip
         mid = _ACTIVATIONS[mid_activation] if mid_activation else None
         if not spec.pre_act:
@@ -162,11 +167,11 @@ class XceptionBlock(nn.Module):
         """The block output and the input of its last separable conv (DeepLab's feature tap)."""
         y = tap = x
         for i, conv in enumerate(self.convs):
+            raw = y
             if self.pre_act:  # in place after the first conv: only the block's input is read again (residual)
-                tap = torch.relu(y) if i == 0 else torch.relu_(y)
-            else:
-                tap = y
-            y = conv(tap)
+                y = torch.relu(y) if i == 0 or (i == 2 and self.raw_tap) else torch.relu_(y)
+            tap = raw if self.raw_tap else y
+            y = conv(y)
         if self.residual:
             y = y + (self.shortcut(x) if self.shortcut is not None else x)
         return y, tap
@@ -197,6 +202,8 @@ class AlignedXception(Encoder):
         residual: True (published) or False (no residual connections).
         groups: groups of the pointwise convs (1 = published, fully depthwise-separable).
         norm_layer: normalisation class (default BatchNorm2d with eps 1e-3).
+        tap: what the strided blocks hand the decoders: "activated" (the ReLU'd input of their last
+            separable conv) or "raw" (the same before the ReLU, as TF DeepLab's decoder reads it).
     """
 
     def __init__(
@@ -211,9 +218,12 @@ class AlignedXception(Encoder):
         residual: bool = True,
         groups: int = 1,
         norm_layer: type[nn.Module] = BATCH_NORM,
+        tap: Tap = "activated",
     ) -> None:
         super().__init__()
         _check_args(output_stride, width, mid_activation, order, groups)
+        if tap not in ("activated", "raw"):
+            raise ValueError(f"tap must be 'activated' or 'raw', got {tap!r}")
         self.output_stride, self.mean, self.std, self.size_divisor = output_stride, XCEPTION_MEAN, XCEPTION_STD, 32
         ch = partial(scale_channels, width=width, divisor=math.lcm(8, groups))
         self.stem = nn.Sequential(
@@ -241,7 +251,9 @@ class AlignedXception(Encoder):
                 else:
                     reduction *= spec.stride
             self.blocks.append(
-                XceptionBlock(in_chs, spec, stride, block_dilation, mid_activation, order, residual, groups, norm_layer)
+                XceptionBlock(
+                    in_chs, spec, stride, block_dilation, mid_activation, order, residual, groups, norm_layer, tap
+                )
             )
             in_chs = spec.out_chs[-1]
         self.feature_info.append(FeatureInfo(in_chs, reduction))
@@ -324,7 +336,7 @@ def build_aligned_xception(
             state dict (``.pth``/``.safetensors``) of the same variant.
         in_channels: channels of the input image (3 when loading weights).
         **kwargs: :class:`AlignedXception` arguments (``width``, ``mid_activation``, ``order``,
-            ``residual``, ``groups``).
+            ``residual``, ``groups``, ``tap``).
     """
     if weights is None:
         return AlignedXception(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
