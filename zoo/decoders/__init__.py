@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from zoo.decoders.deeplabv3 import DeepLabV3Decoder
 from zoo.decoders.deeplabv3plus import DeepLabV3PlusDecoder
+from zoo.decoders.dpc import DPCDecoder
 from zoo.decoders.fcn import FCNDecoder
 from zoo.decoders.unet import UNetDecoder
 from zoo.registry import Registry
@@ -11,6 +12,7 @@ from zoo.registry import Registry
 DECODERS: Registry = Registry("decoder")
 DECODERS.register("deeplabv3")(DeepLabV3Decoder)
 DECODERS.register("deeplabv3plus")(DeepLabV3PlusDecoder)
+DECODERS.register("dpc")(DPCDecoder)
 DECODERS.register("fcn")(FCNDecoder)
 DECODERS.register("unet")(UNetDecoder)
 
@@ -20,4 +22,12 @@ def list_decoders() -> list[str]:
     return DECODERS.names()
 
 
-__all__ = ["DECODERS", "DeepLabV3Decoder", "DeepLabV3PlusDecoder", "FCNDecoder", "UNetDecoder", "list_decoders"]
+__all__ = [
+    "DECODERS",
+    "DPCDecoder",
+    "DeepLabV3Decoder",
+    "DeepLabV3PlusDecoder",
+    "FCNDecoder",
+    "UNetDecoder",
+    "list_decoders",
+]
