@@ -272,13 +272,15 @@ def fill(
     """``state`` with its tensors read from ``ckpt`` by ``table``, and the TF variables read.
 
     Rows whose zoo key the model lacks are skipped (e.g. shortcuts of identity units); every tensor of the
-    model must have a row.
+    parts the table covers (the encoder; the decoder too for a checkpoint with a head) must have a row.
 
     Raises:
         ValueError: naming the first variable that is missing or whose shape does not fit.
     """
     rows = [row for row in table if row[0] in state]
-    unmapped = [k for k in state if not k.endswith("num_batches_tracked") and k not in {r[0] for r in rows}]
+    parts = tuple({key.split(".")[0] + "." for key, _, _ in rows})  # encoder., and decoder. with a head
+    mapped = {key for key, _, _ in rows}
+    unmapped = [k for k in state if k.startswith(parts) and not k.endswith("num_batches_tracked") and k not in mapped]
     if unmapped:
         raise ValueError(f"no TF variable maps to the zoo's {unmapped[0]}")  # a defect of the tables, not of the file
     out = dict(state)
