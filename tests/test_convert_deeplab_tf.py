@@ -294,7 +294,34 @@ def test_pretrained_names_download_once_and_fail_offline(voc_ckpt, tmp_path, mon
     state = pretrained_mod.converted_state("deeplab-tf:xception65_voc_trainaug")
     again = pretrained_mod.converted_state("deeplab-tf:xception65_voc_trainaug")
     assert len(calls) == 1 and torch.equal(state["decoder.classifier.bias"], again["decoder.classifier.bias"])
+    model = zoo.build_model(weights="deeplab-tf:xception65_voc_trainaug", output_stride=8)
+    assert model.semantics == "deeplab-tf" and model.encoder.output_stride == 8 and model.class_names[0] == "background"
+    assert torch.equal(model.state_dict()["encoder.stem.conv1.weight"], state["encoder.stem.conv1.weight"])
+    with pytest.raises(ValueError, match="is xception65 \\+ deeplabv3plus, 21 classes; num_classes=19"):
+        zoo.build_model(num_classes=19, weights="deeplab-tf:xception65_voc_trainaug")
+    backbone = {k: v for k, v in state.items() if k.startswith("encoder.")}
+    torch.save(backbone, tmp_path / "hub" / "deeplab_tf" / "xception65_imagenet.pt")  # as if converted before
+    model = zoo.build_model(encoder_weights="deeplab-tf:xception65_imagenet")
+    assert torch.equal(model.encoder.stem.conv1.weight, state["encoder.stem.conv1.weight"])
     monkeypatch.setattr(pretrained_mod, "SIZE_TOLERANCE", 0.05)
     (tmp_path / "hub" / "deeplab_tf" / "xception65_voc_trainaug.pt").unlink()
     with pytest.raises(RuntimeError, match="model_zoo.md gives 439 MB"):
         pretrained_mod.converted_state("deeplab-tf:xception65_voc_trainaug")
+
+
+def test_zoo_convert_command(voc_ckpt, tmp_path, capsys):
+    from zoo.cli import main
+
+    folder, _ = voc_ckpt
+    out = tmp_path / "models" / "x65_voc.pt"
+    assert (
+        main(["convert", "deeplab-tf", str(folder / "model.ckpt"), "--output", str(out), "--output-stride", "8"]) == 0
+    )
+    assert "xception65 + deeplabv3plus, 21 classes, output stride 8" in capsys.readouterr().out
+    model = zoo.load_model(out)
+    assert model.semantics == "deeplab-tf" and model.build_args["output_stride"] == 8
+    assert main(["convert", "deeplab-tf", str(folder), "--output", str(out)]) == 2
+    assert f"zoo convert: error: {out} exists; pass --force" in capsys.readouterr().err
+    assert main(["convert", "deeplab-tf", str(tmp_path / "none"), "--output", str(tmp_path / "y.pt")]) == 2
+    assert "zoo convert: error: no TF checkpoint at" in capsys.readouterr().err
+    assert not (tmp_path / "y.pt").exists()

@@ -136,6 +136,7 @@ def build_model(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     semantics: Semantics = "zoo",
+    weights: str | None = None,
     **decoder_kwargs: Any,
 ) -> SegmentationModel:
     """Build a segmentation model from an encoder name and a decoder name.
@@ -156,12 +157,18 @@ def build_model(
             multiple of 32, and the aligned Xceptions' decoder tap before its ReLU (``tap="raw"``). Batch-norm
             epsilons are TF's in both: 1e-3 in the Xception backbone, 1e-5 in ASPP and decoder. For the
             decoders deeplabv3, deeplabv3plus and dpc.
+        weights: None, or a published TF DeepLab model, ``"deeplab-tf:NAME"`` (``zoo.list_pretrained()``):
+            downloaded once into torch.hub's cache and converted once. It sets the architecture (encoder,
+            decoder, classes; ``semantics="deeplab-tf"``): left at their defaults, they follow it.
         **decoder_kwargs: decoder arguments (e.g. ``atrous_rates``, ``separable``, ``variant``).
 
     Raises:
         KeyError: unknown encoder or decoder name (the message lists the valid names).
-        ValueError: bad ``num_classes``, ``semantics`` or decoder argument.
+        ValueError: bad ``num_classes``, ``semantics`` or decoder argument, or arguments ``weights`` contradicts.
+        RuntimeError: ``weights`` could not be downloaded (the message names the URL and the offline route).
     """
+    if weights is not None:
+        return _published(weights, encoder, decoder, num_classes, output_stride, aux_head, encoder_kwargs)
     decoder_cls = DECODERS.get(decoder)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
@@ -185,6 +192,51 @@ def build_model(
     )
     if semantics != "zoo":  # the default is left out: build_args list what differs from it
         model.build_args["semantics"] = semantics
+    return model
+
+
+def _published(
+    weights: str,
+    encoder: str,
+    decoder: str,
+    num_classes: int,
+    output_stride: int,
+    aux_head: bool,
+    encoder_kwargs: dict[str, Any] | None,
+) -> SegmentationModel:
+    """A published TF DeepLab model (``weights="deeplab-tf:NAME"``) with its converted weights."""
+    from zoo.convert.pretrained import PREFIX, converted_state, published
+
+    if not str(weights).startswith(PREFIX):
+        raise ValueError(f"weights must be None or {PREFIX}NAME (zoo.list_pretrained()), got {weights!r}")
+    spec = published(weights)
+    if spec.decoder is None:
+        raise ValueError(f"{weights} is a backbone: pass it as encoder_weights")
+    given = {
+        "encoder": (encoder, "xception65"),
+        "decoder": (decoder, "deeplabv3plus"),
+        "num_classes": (num_classes, 21),
+    }
+    for arg, (value, default) in given.items():
+        if value not in (default, getattr(spec, arg)):
+            raise ValueError(
+                f"{weights} is {spec.encoder} + {spec.decoder}, {spec.num_classes} classes; {arg}={value!r}"
+            )
+    model = build_model(
+        spec.encoder,
+        spec.decoder,
+        spec.num_classes,
+        output_stride,
+        aux_head=aux_head,
+        encoder_kwargs=encoder_kwargs,
+        semantics="deeplab-tf",
+    )
+    missing, unexpected = model.load_state_dict(converted_state(weights), strict=False)
+    if unexpected or [k for k in missing if not k.startswith("aux_head.")]:
+        raise ValueError(f"{weights}: the converted weights do not fit ({missing[:3]}, {unexpected[:3]})")
+    from zoo.convert.deeplab_tf import dataset_classes
+
+    model.class_names, model.palette = dataset_classes(spec.num_classes)
     return model
 
 

@@ -332,15 +332,21 @@ def build_aligned_xception(
     Args:
         name: the variant.
         output_stride: 8, 16 or 32.
-        weights: None, "imagenet" (timm's weights through the Hugging Face Hub), or a path to a timm
-            state dict (``.pth``/``.safetensors``) of the same variant.
+        weights: None, "imagenet" (timm's weights through the Hugging Face Hub), a path to a timm
+            state dict (``.pth``/``.safetensors``) of the same variant, or a TF DeepLab backbone
+            (``"deeplab-tf:xception65_imagenet"``, ``zoo.list_pretrained()``).
         in_channels: channels of the input image (3 when loading weights).
         **kwargs: :class:`AlignedXception` arguments (``width``, ``mid_activation``, ``order``,
             ``residual``, ``groups``, ``tap``).
     """
     if weights is None:
         return AlignedXception(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
-    state = convert_timm_aligned(fetch_timm_state_dict(name, weights))
+    if str(weights).startswith("deeplab-tf:"):  # TF DeepLab's ImageNet backbones, converted
+        from zoo.convert.pretrained import encoder_state
+
+        state = encoder_state(str(weights), name)
+    else:
+        state = convert_timm_aligned(fetch_timm_state_dict(name, weights))
     with torch.device("meta"):  # every tensor comes from the weights: skip the random initialisation
         model = AlignedXception(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
     load_converted(model, state, source=f"{weights} ({name})")
