@@ -25,6 +25,7 @@ SEMANTICS = ("zoo", "deeplab-tf")
 # Decoders that follow ``semantics="deeplab-tf"`` (they take ``align_corners``).
 DEEPLAB_TF_DECODERS = ("deeplabv3", "deeplabv3plus", "dpc")
 
+
 class SegmentationModel(nn.Module):
     """Encoder + decoder (+ auxiliary head): ``N×3×H×W`` RGB images in 0..1 to ``N×C×H×W`` logits, any H, W.
 
