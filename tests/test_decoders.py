@@ -32,14 +32,15 @@ def features_for(info: list[FeatureInfo], size: int = 64, batch: int = 2) -> lis
 LOGIT_REDUCTION = {
     "deeplabv3plus": lambda os: 4,
     "deeplabv3": lambda os: os,
+    "dpc": lambda os: 4,
     "fcn": lambda os: min(8, os),
     "unet": lambda os: 2,
 }
 
 
 def test_registered_names():
-    assert list_decoders() == ["deeplabv3", "deeplabv3plus", "fcn", "unet"] == sorted(LOGIT_REDUCTION)
-    with pytest.raises(KeyError, match="unknown decoder 'pspnet'; valid names: deeplabv3, deeplabv3plus, fcn, unet"):
+    assert list_decoders() == ["deeplabv3", "deeplabv3plus", "dpc", "fcn", "unet"] == sorted(LOGIT_REDUCTION)
+    with pytest.raises(KeyError, match="unknown decoder 'pspnet'; valid names: deeplabv3, deeplabv3plus, dpc, fcn"):
         DECODERS.get("pspnet")
 
 

@@ -66,7 +66,8 @@ def test_ohem_keeps_hard_pixels_only() -> None:
 
 def test_parse_errors() -> None:
     assert parse_loss("CE+0.25*ohem") == [(1.0, "ce"), (0.25, "ohem")]
-    with pytest.raises(ValueError, match="unknown loss 'tversky' in 'ce\\+tversky'; valid: ce, dice, focal, lovasz, ohem"):
+    valid = "ce, dice, focal, lovasz, ohem"
+    with pytest.raises(ValueError, match=f"unknown loss 'tversky' in 'ce\\+tversky'; valid: {valid}"):
         parse_loss("ce+tversky")
     with pytest.raises(ValueError, match="expected NAME or WEIGHT\\*NAME terms"):
         parse_loss("ce+-1*dice")

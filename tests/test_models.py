@@ -27,7 +27,7 @@ ENCODERS_UNDER_TEST = {
     "resnet18": None,
     "mobilenet_v2": None,
 }
-DECODERS = ["deeplabv3", "deeplabv3plus", "fcn", "unet"]
+DECODERS = ["deeplabv3", "deeplabv3plus", "dpc", "fcn", "unet"]
 STRIDES = [8, 16, 32]
 PAIRS = list(itertools.product(ENCODERS_UNDER_TEST, DECODERS))
 
@@ -183,7 +183,7 @@ def test_load_errors(tmp_path, tiny):
 
 
 def test_bad_names_and_arguments(tiny):
-    with pytest.raises(KeyError, match="unknown decoder 'segformer'; valid names: deeplabv3, deeplabv3plus, fcn, unet"):
+    with pytest.raises(KeyError, match="unknown decoder 'segformer'; valid names: deeplabv3, deeplabv3plus, dpc, fcn"):
         build_model(tiny, "segformer")
     with pytest.raises(KeyError, match="unknown encoder 'no-such-encoder'"):
         build_model("no-such-encoder", "fcn")

@@ -5,6 +5,7 @@ encoder table), so nothing depends on import order.
 """
 
 from zoo.checkpoint import load_model, save_model
+from zoo.convert import convert_deeplab_tf, list_pretrained
 from zoo.data import build_dataset, list_datasets
 from zoo.decoders import list_decoders
 from zoo.encoders import build_encoder, list_encoders
@@ -19,9 +20,11 @@ __all__ = [
     "build_dataset",
     "build_encoder",
     "build_model",
+    "convert_deeplab_tf",
     "list_datasets",
     "list_decoders",
     "list_encoders",
+    "list_pretrained",
     "load_model",
     "optimize_for_inference",
     "save_model",

@@ -10,6 +10,7 @@ from torch import nn
 
 NormLayer = Callable[[int], nn.Module]
 ActLayer = Callable[[], nn.Module]
+Dilation = int | tuple[int, int]
 
 
 def relu() -> nn.Module:
@@ -25,7 +26,7 @@ class ConvBNAct(nn.Sequential):
         out_channels: output channels.
         kernel_size: square kernel size (odd).
         stride: convolution stride.
-        dilation: convolution dilation (atrous rate).
+        dilation: convolution dilation (atrous rate), or a (height, width) pair.
         groups: convolution groups (``in_channels`` for a depthwise conv).
         norm_layer: normalisation class called with the channel count.
         act_layer: activation class called without arguments; None for no activation.
@@ -37,12 +38,13 @@ class ConvBNAct(nn.Sequential):
         out_channels: int,
         kernel_size: int = 1,
         stride: int = 1,
-        dilation: int = 1,
+        dilation: Dilation = 1,
         groups: int = 1,
         norm_layer: NormLayer = nn.BatchNorm2d,
         act_layer: ActLayer | None = relu,
     ) -> None:
-        padding = dilation * (kernel_size - 1) // 2
+        dilation = (dilation, dilation) if isinstance(dilation, int) else (int(dilation[0]), int(dilation[1]))
+        padding = tuple(d * (kernel_size - 1) // 2 for d in dilation)
         super().__init__()
         self.conv = nn.Conv2d(
             in_channels, out_channels, kernel_size, stride, padding, dilation=dilation, groups=groups, bias=False
@@ -60,7 +62,7 @@ class SeparableConvBNAct(nn.Sequential):
         in_channels: input channels (also the depthwise conv's channels).
         out_channels: output channels of the pointwise conv.
         kernel_size: depthwise kernel size (odd).
-        dilation: depthwise dilation (atrous rate).
+        dilation: depthwise dilation (atrous rate), or a (height, width) pair.
         norm_layer: normalisation class called with the channel count.
         act_layer: activation class called without arguments.
     """
@@ -70,7 +72,7 @@ class SeparableConvBNAct(nn.Sequential):
         in_channels: int,
         out_channels: int,
         kernel_size: int = 3,
-        dilation: int = 1,
+        dilation: Dilation = 1,
         norm_layer: NormLayer = nn.BatchNorm2d,
         act_layer: ActLayer = relu,
     ) -> None:
@@ -103,17 +105,24 @@ class ASPPPooling(nn.Module):
         out_channels: output channels.
         norm_layer: normalisation class.
         act_layer: activation class.
+        align_corners: ``align_corners`` of the upsampling (TF DeepLab's resize; a 1x1 map broadcasts either way).
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = relu
+        self,
+        in_channels: int,
+        out_channels: int,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        act_layer: ActLayer = relu,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
         self.conv = ConvBNAct(in_channels, out_channels, 1, norm_layer=norm_layer, act_layer=act_layer)
+        self.align_corners = align_corners
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self.conv(F.adaptive_avg_pool2d(x, 1))
-        return F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=self.align_corners)
 
 
 class ASPP(nn.Module):
@@ -131,6 +140,7 @@ class ASPP(nn.Module):
         dropout: dropout probability after the projection (TF reference: keep_prob 0.9, i.e. 0.1).
         norm_layer: normalisation class.
         act_layer: activation class.
+        align_corners: ``align_corners`` of the image-pooling branch's upsampling.
     """
 
     def __init__(
@@ -142,6 +152,7 @@ class ASPP(nn.Module):
         dropout: float = 0.1,
         norm_layer: NormLayer = nn.BatchNorm2d,
         act_layer: ActLayer = relu,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
         branches: list[nn.Module] = [
@@ -149,7 +160,7 @@ class ASPP(nn.Module):
         ]
         for rate in atrous_rates:
             branches.append(conv3x3_bn_act(in_channels, out_channels, separable, rate, norm_layer, act_layer))
-        branches.append(ASPPPooling(in_channels, out_channels, norm_layer, act_layer))
+        branches.append(ASPPPooling(in_channels, out_channels, norm_layer, act_layer, align_corners))
         self.branches = nn.ModuleList(branches)
         self.project = ConvBNAct(
             len(branches) * out_channels, out_channels, 1, norm_layer=norm_layer, act_layer=act_layer
@@ -183,8 +194,12 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def resize_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Bilinearly resize ``x`` to ``reference``'s spatial size (no-op when they already match)."""
+def resize_to(x: torch.Tensor, reference: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
+    """Bilinearly resize ``x`` to ``reference``'s spatial size (no-op when they already match).
+
+    ``align_corners=True`` is TF DeepLab's resize: corner pixels map onto corner pixels, so a grid of
+    ``(n - 1) // s + 1`` cells lines up with the ``n``-pixel grid it came from.
+    """
     if x.shape[-2:] == reference.shape[-2:]:
         return x
-    return F.interpolate(x, size=reference.shape[-2:], mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=reference.shape[-2:], mode="bilinear", align_corners=align_corners)

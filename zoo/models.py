@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,13 +20,21 @@ from zoo.decoders.auxiliary import build_aux_head
 from zoo.encoders import build_encoder
 from zoo.encoders.base import Encoder
 
+Semantics = Literal["zoo", "deeplab-tf"]
+SEMANTICS = ("zoo", "deeplab-tf")
+# Decoders that follow ``semantics="deeplab-tf"`` (they take ``align_corners``).
+DEEPLAB_TF_DECODERS = ("deeplabv3", "deeplabv3plus", "dpc")
+
 
 class SegmentationModel(nn.Module):
     """Encoder + decoder (+ auxiliary head): ``N×3×H×W`` RGB images in 0..1 to ``N×C×H×W`` logits, any H, W.
 
-    The input is normalised with ``mean`` and ``std``, then zero-padded at the bottom and right to a multiple of
-    ``encoder.size_divisor`` (zero is the mean colour after normalisation, as DeepLab's reference pads with the
-    mean pixel); the decoder's logits are upsampled bilinearly to the padded size and cropped back to H×W.
+    The input is normalised with ``mean`` and ``std``. With ``semantics="zoo"`` it is then zero-padded at the
+    bottom and right to a multiple of ``encoder.size_divisor`` (zero is the mean colour after normalisation, as
+    DeepLab's reference pads with the mean pixel); the decoder's logits are upsampled bilinearly to the padded
+    size and cropped back to H×W. With ``semantics="deeplab-tf"`` there is no padding (an ``n``-pixel side gives
+    ``(n - 1) // s + 1`` cells at stride ``s``) and the logits are upsampled with ``align_corners=True``, as TF
+    DeepLab does.
 
     Args:
         encoder: a zoo :class:`~zoo.encoders.base.Encoder`.
@@ -37,6 +45,7 @@ class SegmentationModel(nn.Module):
         build_args: the keyword arguments of :func:`build_model` that rebuild this model.
         mean: RGB mean (0..1 scale) subtracted from the input (default: the encoder's).
         std: RGB standard deviation (0..1 scale) the input is divided by (default: the encoder's).
+        semantics: "zoo" or "deeplab-tf" (see above).
 
     Attributes:
         class_names, palette: optional class description, kept by :func:`save_model` / :func:`load_model`.
@@ -52,8 +61,12 @@ class SegmentationModel(nn.Module):
         build_args: dict[str, Any] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        semantics: Semantics = "zoo",
     ) -> None:
         super().__init__()
+        if semantics not in SEMANTICS:
+            raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
+        self.semantics = semantics
         self.encoder = encoder
         self.decoder = decoder
         self.aux_head = aux_head
@@ -75,12 +88,13 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"expected an N×C×H×W batch, got a tensor of shape {tuple(x.shape)}")
         height, width = x.shape[-2:]
         x = (x - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
-        padded = pad_to_multiple(x, self.encoder.size_divisor)
+        tf = self.semantics == "deeplab-tf"
+        padded = x if tf else pad_to_multiple(x, self.encoder.size_divisor)
         features = self.encoder(padded)
-        logits = _upsample_crop(self.decoder(features), padded, height, width)
+        logits = _upsample_crop(self.decoder(features), padded, height, width, tf)
         if self.aux_head is None or not self.training:
             return logits
-        aux = _upsample_crop(self.aux_head(features[self.aux_index]), padded, height, width)
+        aux = _upsample_crop(self.aux_head(features[self.aux_index]), padded, height, width, tf)
         return {"out": logits, "aux": aux}
 
 
@@ -93,9 +107,11 @@ def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h))
 
 
-def _upsample_crop(logits: torch.Tensor, padded: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def _upsample_crop(
+    logits: torch.Tensor, padded: torch.Tensor, height: int, width: int, align_corners: bool = False
+) -> torch.Tensor:
     if logits.shape[-2:] != padded.shape[-2:]:
-        logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=align_corners)
     if padded.shape[-2:] == (height, width):
         return logits  # no crop: an exported graph would copy the whole output for nothing
     return logits[..., :height, :width]
@@ -120,6 +136,8 @@ def build_model(
     encoder_kwargs: dict[str, Any] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    semantics: Semantics = "zoo",
+    weights: str | None = None,
     **decoder_kwargs: Any,
 ) -> SegmentationModel:
     """Build a segmentation model from an encoder name and a decoder name.
@@ -134,19 +152,32 @@ def build_model(
         encoder_kwargs: extra encoder arguments (e.g. ``{"width": 0.25}`` for a tiny Xception).
         mean: the model's input normalisation mean (RGB, 0..1 scale); default: what the encoder's weights expect.
         std: the model's input normalisation std; default: the encoder's.
+        semantics: "zoo" (default) or "deeplab-tf": TF DeepLab's exact forward pass, for its converted
+            checkpoints (``zoo convert deeplab-tf``) and for training alike: every bilinear resize with
+            ``align_corners=True`` (decoder upsampling, ASPP image pooling, final logits), no padding to a
+            multiple of 32, and the aligned Xceptions' decoder tap before its ReLU (``tap="raw"``). Batch-norm
+            epsilons are TF's in both: 1e-3 in the Xception backbone, 1e-5 in ASPP and decoder. For the
+            decoders deeplabv3, deeplabv3plus and dpc.
+        weights: None, or a published TF DeepLab model, ``"deeplab-tf:NAME"`` (``zoo.list_pretrained()``):
+            downloaded once into torch.hub's cache and converted once. It sets the architecture (encoder,
+            decoder, classes; ``semantics="deeplab-tf"``): left at their defaults, they follow it.
         **decoder_kwargs: decoder arguments (e.g. ``atrous_rates``, ``separable``, ``variant``).
 
     Raises:
         KeyError: unknown encoder or decoder name (the message lists the valid names).
-        ValueError: bad ``num_classes`` or decoder argument.
+        ValueError: bad ``num_classes``, ``semantics`` or decoder argument, or arguments ``weights`` contradicts.
+        RuntimeError: ``weights`` could not be downloaded (the message names the URL and the offline route).
     """
+    if weights is not None:
+        return _published(weights, encoder, decoder, num_classes, output_stride, aux_head, encoder_kwargs)
     decoder_cls = DECODERS.get(decoder)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    enc = build_encoder(encoder, output_stride=output_stride, weights=encoder_weights, **(encoder_kwargs or {}))
-    dec = decoder_cls(enc.feature_info, num_classes, enc.output_stride, **decoder_kwargs)
+    enc_kwargs, dec_kwargs = _semantics_kwargs(semantics, encoder, decoder, encoder_kwargs, decoder_kwargs)
+    enc = build_encoder(encoder, output_stride=output_stride, weights=encoder_weights, **enc_kwargs)
+    dec = decoder_cls(enc.feature_info, num_classes, enc.output_stride, **dec_kwargs)
     aux_index, aux = build_aux_head(enc.feature_info, num_classes) if aux_head else (None, None)
-    model = SegmentationModel(enc, dec, num_classes, aux, aux_index, mean=mean, std=std)
+    model = SegmentationModel(enc, dec, num_classes, aux, aux_index, mean=mean, std=std, semantics=semantics)
     model.build_args = plain(
         {
             "encoder": encoder,
@@ -160,4 +191,73 @@ def build_model(
             **decoder_kwargs,
         }
     )
+    if semantics != "zoo":  # the default is left out: build_args list what differs from it
+        model.build_args["semantics"] = semantics
     return model
+
+
+def _published(
+    weights: str,
+    encoder: str,
+    decoder: str,
+    num_classes: int,
+    output_stride: int,
+    aux_head: bool,
+    encoder_kwargs: dict[str, Any] | None,
+) -> SegmentationModel:
+    """A published TF DeepLab model (``weights="deeplab-tf:NAME"``) with its converted weights."""
+    from zoo.convert.pretrained import PREFIX, converted_state, published
+
+    if not str(weights).startswith(PREFIX):
+        raise ValueError(f"weights must be None or {PREFIX}NAME (zoo.list_pretrained()), got {weights!r}")
+    spec = published(weights)
+    if spec.decoder is None:
+        raise ValueError(f"{weights} is a backbone: pass it as encoder_weights")
+    given = {
+        "encoder": (encoder, "xception65"),
+        "decoder": (decoder, "deeplabv3plus"),
+        "num_classes": (num_classes, 21),
+    }
+    for arg, (value, default) in given.items():
+        if value not in (default, getattr(spec, arg)):
+            raise ValueError(
+                f"{weights} is {spec.encoder} + {spec.decoder}, {spec.num_classes} classes; {arg}={value!r}"
+            )
+    model = build_model(
+        spec.encoder,
+        spec.decoder,
+        spec.num_classes,
+        output_stride,
+        aux_head=aux_head,
+        encoder_kwargs=encoder_kwargs,
+        semantics="deeplab-tf",
+    )
+    missing, unexpected = model.load_state_dict(converted_state(weights), strict=False)
+    if unexpected or [k for k in missing if not k.startswith("aux_head.")]:
+        raise ValueError(f"{weights}: the converted weights do not fit ({missing[:3]}, {unexpected[:3]})")
+    from zoo.convert.deeplab_tf import dataset_classes
+
+    model.class_names, model.palette = dataset_classes(spec.num_classes)
+    return model
+
+
+def _semantics_kwargs(
+    semantics: str,
+    encoder: str,
+    decoder: str,
+    encoder_kwargs: dict[str, Any] | None,
+    decoder_kwargs: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The encoder and decoder arguments ``semantics`` adds to the given ones."""
+    from zoo.encoders.xception_aligned import SPECS
+
+    if semantics not in SEMANTICS:
+        raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
+    if semantics == "zoo":
+        return dict(encoder_kwargs or {}), dict(decoder_kwargs)
+    if decoder not in DEEPLAB_TF_DECODERS:
+        raise ValueError(f"semantics='deeplab-tf' needs one of the decoders {DEEPLAB_TF_DECODERS}, got {decoder!r}")
+    if "align_corners" in decoder_kwargs:
+        raise ValueError("semantics='deeplab-tf' sets align_corners itself; leave it out of the decoder arguments")
+    tap = {"tap": "raw"} if encoder in SPECS else {}
+    return {**tap, **(encoder_kwargs or {})}, {**decoder_kwargs, "align_corners": True}

@@ -25,6 +25,7 @@ COMMANDS = {
     "benchmark": ("zoo.cli.benchmark", "latency, throughput, memory, parameters and MACs of encoders and models"),
     "summary": ("zoo.cli.summary", "parameters and GMACs of encoders or encoder × decoder models"),
     "demo": ("zoo.cli.demo", "train a tiny DeepLabV3+ on the built-in shapes data and draw its predictions"),
+    "convert": ("zoo.cli.convert", "convert another framework's checkpoint (TF DeepLab) to a zoo model file"),
 }
 USER_ERRORS = (FileNotFoundError, KeyError, ValueError, OSError)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from zoo.decoders.deeplabv3 import DeepLabV3Decoder
 from zoo.decoders.deeplabv3plus import DeepLabV3PlusDecoder
+from zoo.decoders.dpc import DPCDecoder
 from zoo.decoders.fcn import FCNDecoder
 from zoo.decoders.unet import UNetDecoder
 from zoo.registry import Registry
@@ -12,6 +13,7 @@ DECODERS: Registry = Registry("decoder")
 for _name, _builder in {
     "deeplabv3": DeepLabV3Decoder,
     "deeplabv3plus": DeepLabV3PlusDecoder,
+    "dpc": DPCDecoder,
     "fcn": FCNDecoder,
     "unet": UNetDecoder,
 }.items():
@@ -23,4 +25,12 @@ def list_decoders() -> list[str]:
     return DECODERS.names()
 
 
-__all__ = ["DECODERS", "DeepLabV3Decoder", "DeepLabV3PlusDecoder", "FCNDecoder", "UNetDecoder", "list_decoders"]
+__all__ = [
+    "DECODERS",
+    "DPCDecoder",
+    "DeepLabV3Decoder",
+    "DeepLabV3PlusDecoder",
+    "FCNDecoder",
+    "UNetDecoder",
+    "list_decoders",
+]

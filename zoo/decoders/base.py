@@ -44,6 +44,7 @@ def deepest_aspp(
     channels: int,
     separable: bool,
     dropout: float,
+    align_corners: bool = False,
 ) -> tuple[int, ASPP]:
     """The deepest tap's index and an ASPP over it, with the papers' rates for ``output_stride`` unless given.
 
@@ -54,7 +55,8 @@ def deepest_aspp(
         channels: channels of every ASPP branch and of its output.
         separable: depthwise-separable atrous branches.
         dropout: dropout after the projection.
+        align_corners: ``align_corners`` of the image-pooling branch's upsampling.
     """
     rates = tuple(atrous_rates) if atrous_rates is not None else atrous_rates_for(output_stride)
     index = tap_index(feature_info, "deepest")
-    return index, ASPP(feature_info[index].channels, channels, rates, separable, dropout)
+    return index, ASPP(feature_info[index].channels, channels, rates, separable, dropout, align_corners=align_corners)

@@ -27,6 +27,7 @@ class DeepLabV3Decoder(nn.Module):
         separable: depthwise-separable convs in ASPP's atrous branches and the 3x3 conv.
         channels: channels of ASPP and the 3x3 conv.
         dropout: dropout after the ASPP projection.
+        align_corners: ``align_corners`` of the image-pooling branch's upsampling.
     """
 
     def __init__(
@@ -38,11 +39,12 @@ class DeepLabV3Decoder(nn.Module):
         separable: bool = False,
         channels: int = 256,
         dropout: float = 0.1,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
         check_num_classes(num_classes)
         self.deep_index, self.aspp = deepest_aspp(
-            feature_info, output_stride, atrous_rates, channels, separable, dropout
+            feature_info, output_stride, atrous_rates, channels, separable, dropout, align_corners
         )
         self.conv = conv3x3_bn_act(channels, channels, separable)
         self.classifier = nn.Conv2d(channels, num_classes, 1)

@@ -41,6 +41,8 @@ class DeepLabV3PlusDecoder(nn.Module):
         decoder_channels: channels of the two refining convs.
         dropout: dropout after the ASPP projection.
         low_level_reduction: reduction of the low-level feature.
+        align_corners: ``align_corners`` of the bilinear upsampling (True: TF DeepLab's resize, which
+            ``build_model(semantics="deeplab-tf")`` selects).
     """
 
     def __init__(
@@ -55,12 +57,14 @@ class DeepLabV3PlusDecoder(nn.Module):
         decoder_channels: int = 256,
         dropout: float = 0.1,
         low_level_reduction: int = 4,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
         check_num_classes(num_classes)
+        self.align_corners = align_corners
         self.low_index = tap_index(feature_info, low_level_reduction)
         self.deep_index, self.aspp = deepest_aspp(
-            feature_info, output_stride, atrous_rates, aspp_channels, separable, dropout
+            feature_info, output_stride, atrous_rates, aspp_channels, separable, dropout, align_corners
         )
         self.low_level = ConvBNAct(feature_info[self.low_index].channels, low_level_channels, 1)
         self.refine = nn.Sequential(
@@ -72,5 +76,5 @@ class DeepLabV3PlusDecoder(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         low = self.low_level(features[self.low_index])
-        high = resize_to(self.aspp(features[self.deep_index]), low)
+        high = resize_to(self.aspp(features[self.deep_index]), low, self.align_corners)
         return self.classifier(self.refine(torch.cat([high, low], dim=1)))

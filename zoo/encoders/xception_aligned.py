@@ -29,6 +29,7 @@ XCEPTION_STD = (0.5, 0.5, 0.5)
 MidActivation = Literal["relu", "elu"] | None
 Order = Literal["depthwise_first", "pointwise_first"]
 Segments = int | Literal["all"]
+Tap = Literal["activated", "raw"]
 BATCH_NORM = partial(nn.BatchNorm2d, eps=1e-3)  # TF DeepLab's epsilon
 _ACTIVATIONS = {"relu": relu, "elu": nn.ELU}
 
@@ -127,6 +128,8 @@ class XceptionBlock(nn.Module):
         residual: False drops the residual connection (and its 1x1 shortcut).
         segments: groups of the 3x3 convs (see :class:`SeparableConv`).
         norm_layer: normalisation class called with the channel count.
+        tap: "activated" taps the ReLU'd input of the last separable conv, "raw" the second conv's output
+            before that ReLU (TF DeepLab's ``separable_conv2_pointwise`` end point).
     """
 
     def __init__(
@@ -140,9 +143,11 @@ class XceptionBlock(nn.Module):
         residual: bool = True,
         segments: Segments = "all",
         norm_layer: type[nn.Module] = nn.BatchNorm2d,
+        tap: Tap = "activated",
     ) -> None:
         super().__init__()
         self.pre_act = spec.pre_act
+        self.raw_tap = tap == "raw"
         self.residual = residual and spec.skip
         mid = _ACTIVATIONS[mid_activation] if mid_activation else None
         if not spec.pre_act:
@@ -169,11 +174,11 @@ class XceptionBlock(nn.Module):
         """The block output and the input of its last separable conv (DeepLab's feature tap)."""
         y = tap = x
         for i, conv in enumerate(self.convs):
+            raw = y
             if self.pre_act:  # in place after the first conv: only the block's input is read again (residual)
-                tap = torch.relu(y) if i == 0 else torch.relu_(y)
-            else:
-                tap = y
-            y = conv(tap)
+                y = torch.relu(y) if i == 0 or (i == 2 and self.raw_tap) else torch.relu_(y)
+            tap = raw if self.raw_tap else y
+            y = conv(y)
         if self.residual:
             y = y + (self.shortcut(x) if self.shortcut is not None else x)
         return y, tap
@@ -209,6 +214,8 @@ class AlignedXception(Encoder):
             convolutions (section 1.2): "all" (published: depthwise), or an int from 1 (regular 3x3 conv) that
             divides every 3x3 conv's channels. The paper leaves the intermediate points untested.
         norm_layer: normalisation class (default BatchNorm2d with eps 1e-3).
+        tap: what the strided blocks hand the decoders: "activated" (the ReLU'd input of their last
+            separable conv) or "raw" (the same before the ReLU, as TF DeepLab's decoder reads it).
     """
 
     def __init__(
@@ -223,9 +230,12 @@ class AlignedXception(Encoder):
         residual: bool = True,
         segments: Segments = "all",
         norm_layer: type[nn.Module] = BATCH_NORM,
+        tap: Tap = "activated",
     ) -> None:
         super().__init__()
         _check_args(output_stride, width, mid_activation, order, segments)
+        if tap not in ("activated", "raw"):
+            raise ValueError(f"tap must be 'activated' or 'raw', got {tap!r}")
         self.output_stride, self.mean, self.std, self.size_divisor = output_stride, XCEPTION_MEAN, XCEPTION_STD, 32
         ch = partial(scale_channels, width=width, divisor=8 if segments == "all" else math.lcm(8, segments))
         self.stem = nn.Sequential(
@@ -253,7 +263,8 @@ class AlignedXception(Encoder):
                 else:
                     reduction *= spec.stride
             ablation = {"mid_activation": mid_activation, "order": order, "residual": residual, "segments": segments}
-            self.blocks.append(XceptionBlock(in_chs, spec, stride, block_dilation, **ablation, norm_layer=norm_layer))
+            block = XceptionBlock(in_chs, spec, stride, block_dilation, **ablation, norm_layer=norm_layer, tap=tap)
+            self.blocks.append(block)
             in_chs = spec.out_chs[-1]
         self.feature_info.append(FeatureInfo(in_chs, reduction))
 
@@ -334,15 +345,21 @@ def build_aligned_xception(
     Args:
         name: the variant.
         output_stride: 8, 16 or 32.
-        weights: None, "imagenet" (timm's weights through the Hugging Face Hub), or a path to a timm
-            state dict (``.pth``/``.safetensors``) of the same variant.
+        weights: None, "imagenet" (timm's weights through the Hugging Face Hub), a path to a timm
+            state dict (``.pth``/``.safetensors``) of the same variant, or a TF DeepLab backbone
+            (``"deeplab-tf:xception65_imagenet"``, ``zoo.list_pretrained()``).
         in_channels: channels of the input image (3 when loading weights).
         **kwargs: :class:`AlignedXception` arguments (``width``, ``mid_activation``, ``order``,
-            ``residual``, ``segments``).
+            ``residual``, ``segments``, ``tap``).
     """
     if weights is None:
         return AlignedXception(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
-    state = convert_timm_aligned(fetch_timm_state_dict(name, weights))
+    if str(weights).startswith("deeplab-tf:"):  # TF DeepLab's ImageNet backbones, converted
+        from zoo.convert.pretrained import encoder_state
+
+        state = encoder_state(str(weights), name)
+    else:
+        state = convert_timm_aligned(fetch_timm_state_dict(name, weights))
     with torch.device("meta"):  # every tensor comes from the weights: skip the random initialisation
         model = AlignedXception(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
     load_converted(model, state, source=f"{weights} ({name})")

@@ -1,0 +1,39 @@
+"""``zoo convert deeplab-tf SRC --output FILE``: a TF DeepLab checkpoint to a zoo model file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``zoo convert`` (one source so far: ``deeplab-tf``)."""
+    sources = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
+    tf = sources.add_parser(
+        "deeplab-tf",
+        help="Google's TF DeepLab checkpoints (research/deeplab model zoo)",
+        description="Convert a TF DeepLab checkpoint (xception41/65/71, ASPP or dense prediction cell, decoder) "
+        "to a zoo model whose outputs equal the TF graph's (needs TensorFlow: pip install 'zoo[tf]').",
+    )
+    tf.add_argument("src", type=Path, help="checkpoint prefix (.../model.ckpt), a folder holding one, or a .tar.gz")
+    tf.add_argument("--output", required=True, type=Path, help="the zoo model file to write")
+    tf.add_argument("--output-stride", type=int, choices=(8, 16), default=16, help="output stride (default 16)")
+    tf.add_argument("--num-classes", type=int, help="classes of a new head for a backbone-only (ImageNet) checkpoint")
+    tf.add_argument("--force", action="store_true", help="overwrite an existing output file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``zoo convert deeplab-tf``; returns the exit code."""
+    from zoo.checkpoint import save_model
+    from zoo.convert.deeplab_tf import convert_deeplab_tf
+
+    if args.output.exists() and not args.force:
+        raise ValueError(f"{args.output} exists; pass --force to overwrite it")
+    try:
+        model = convert_deeplab_tf(args.src, output_stride=args.output_stride, num_classes=args.num_classes)
+    except ImportError as error:
+        raise ValueError(str(error)) from None
+    save_model(model, args.output)
+    described = f"{model.build_args['encoder']} + {model.build_args['decoder']}, {model.num_classes} classes"
+    print(f"{args.src} -> {args.output} ({described}, output stride {args.output_stride}, semantics deeplab-tf)")
+    return 0

@@ -1,0 +1,81 @@
+"""TF DeepLab's published checkpoints by name: downloaded once into torch.hub's cache, converted once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from zoo.convert.tables import PUBLISHED, PublishedModel
+
+PREFIX = "deeplab-tf:"
+SIZE_TOLERANCE = 0.05
+
+
+def list_pretrained() -> list[str]:
+    """Names of TF DeepLab's published models (``weights="deeplab-tf:NAME"``, ImageNet ones as ``encoder_weights``)."""
+    return [m.name for m in PUBLISHED]
+
+
+def published(weights: str) -> PublishedModel:
+    """The :class:`PublishedModel` that ``"deeplab-tf:NAME"`` names; ``KeyError`` listing the names otherwise."""
+    name = weights[len(PREFIX) :] if weights.startswith(PREFIX) else weights
+    for model in PUBLISHED:
+        if model.name == name:
+            return model
+    raise KeyError(f"unknown TF DeepLab model {name!r}; known: {', '.join(list_pretrained())}")
+
+
+def cache_dir() -> Path:
+    """Where the tarballs and converted models are kept: ``<torch.hub.get_dir()>/deeplab_tf``."""
+    return Path(torch.hub.get_dir()) / "deeplab_tf"
+
+
+def download(model: PublishedModel) -> Path:
+    """The model's tarball in the cache, downloaded on first use and checked against the published size.
+
+    Raises:
+        RuntimeError: the download failed (offline: the message names the URL and the ``zoo convert`` route), or
+            the file's size is not the published one.
+    """
+    path = cache_dir() / model.file
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(model.url, str(path), progress=True)
+        except Exception as error:  # noqa: BLE001 - offline, DNS, HTTP errors: all mean the same here
+            raise RuntimeError(
+                f"could not download {model.url} ({type(error).__name__}: {error}); offline, download it elsewhere "
+                f"and convert it: zoo convert deeplab-tf {model.file} --output {model.name}.pt"
+            ) from error
+    size_mb = path.stat().st_size / 2**20
+    if abs(size_mb - model.size_mb) > SIZE_TOLERANCE * model.size_mb:
+        raise RuntimeError(
+            f"{path} has {size_mb:.0f} MB, model_zoo.md gives {model.size_mb} MB for {model.url}: "
+            "an incomplete or different file; delete it to download again"
+        )
+    return path
+
+
+def converted_state(weights: str) -> dict[str, torch.Tensor]:
+    """The zoo state dict of a published model, converted once and kept beside its tarball."""
+    from zoo.convert.deeplab_tf import convert_deeplab_tf
+
+    model = published(weights)
+    target = cache_dir() / f"{model.name}.pt"
+    if not target.is_file():
+        converted = convert_deeplab_tf(download(model))
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        torch.save(converted.state_dict(), tmp)
+        tmp.replace(target)
+    return torch.load(target, map_location="cpu", weights_only=True)
+
+
+def encoder_state(weights: str, encoder: str) -> dict[str, torch.Tensor]:
+    """The backbone of a published model, in the zoo encoder's layout (for ``encoder_weights``)."""
+    model = published(weights)
+    if model.encoder != encoder:
+        raise ValueError(f"{weights} holds a {model.encoder} backbone, not {encoder}")
+    prefix = "encoder."
+    return {k[len(prefix) :]: v for k, v in converted_state(weights).items() if k.startswith(prefix)}
