@@ -44,7 +44,7 @@ def test_models_markdown_table(tiny, capsys):
     rows = markdown_rows(capsys.readouterr().out)
     assert rows[0] == ["Encoder", "Decoder", "OS", "Params (M)", "GMACs"]
     assert rows[1] == ["---", "---", "---", "---:", "---:"]
-    assert [r[1] for r in rows[2:]] == ["deeplabv3", "deeplabv3plus", "fcn", "unet"]
+    assert [r[1] for r in rows[2:]] == ["deeplabv3", "deeplabv3plus", "dpc", "fcn", "unet"]
     for row in rows[2:]:
         model = build_model(tiny, row[1], num_classes=5, output_stride=16)
         assert row[:3] == [tiny, row[1], "16"]
@@ -74,7 +74,7 @@ def test_bad_input(tiny, capsys):
     assert zoo_summary(["models", "--encoders", "no-such-encoder", "--decoders", "fcn", "--size", "64"]) == 2
     assert "zoo summary: error: unknown encoder 'no-such-encoder'" in capsys.readouterr().err
     assert zoo_summary(["models", "--encoders", tiny, "--decoders", "nope", "--size", "64"]) == 2
-    assert "unknown decoder 'nope'; valid names: deeplabv3, deeplabv3plus, fcn, unet" in capsys.readouterr().err
+    assert "unknown decoder 'nope'; valid names: deeplabv3, deeplabv3plus, dpc, fcn, unet" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         zoo_summary(["models", "--size", "64x"])
     assert "--size must be N or HxW" in capsys.readouterr().err

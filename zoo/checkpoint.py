@@ -20,6 +20,7 @@ import torch
 
 from zoo.fileio import atomic_write
 from zoo.models import SegmentationModel, build_model, plain
+from zoo.registry import weight_source
 
 LIGHTNING_PREFIX = "model."
 
@@ -55,6 +56,13 @@ def describe_file(path: Path) -> str:
         return f"not a PyTorch checkpoint ({size} bytes of unknown data)"
 
 
+def _is_torch_file(path: Path) -> bool:
+    """Whether a file has ``torch.save``'s layout: a complete zip archive, or the legacy pickle format."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return (head.startswith(b"PK\x03\x04") and zipfile.is_zipfile(path)) or head[:1] == b"\x80"
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a zoo model file or training checkpoint: tensors and plain data only.
 
@@ -70,15 +78,14 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint: {path}")
+    if not _is_torch_file(path):
+        raise ValueError(f"{path} is not a checkpoint: it is {describe_file(path)}")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
-            raise ValueError(f"{path} holds objects other than tensors and plain data; not loaded ({first})") from None
-        raise ValueError(f"{path} is not a checkpoint: it is {describe_file(path)}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, UnicodeDecodeError, AttributeError) as error:
-        del error
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path} holds objects other than tensors and plain data; not loaded ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, UnicodeDecodeError, AttributeError):
         raise ValueError(f"{path} is not a checkpoint: it is {describe_file(path)}") from None
     if not isinstance(checkpoint, dict) or "zoo" not in checkpoint or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a zoo model file: expected the keys 'zoo' and 'state_dict'")
@@ -185,6 +192,26 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Se
     return model.to(map_location).eval()
 
 
+def load_matching(model: torch.nn.Module, source: str | Path) -> list[str]:
+    """Load into ``model`` the tensors of ``source`` whose name and shape fit; the others keep their values.
+
+    Args:
+        model: the model to fill.
+        source: a zoo model file or training checkpoint, or published weights (``"PREFIX:NAME"``).
+
+    Returns:
+        The names of ``model``'s tensors that were not loaded (e.g. a classifier for another class count).
+    """
+    published = weight_source(source)
+    state = published.model_state(str(source))[1] if published is not None else model_state(read_checkpoint(source))
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    if not fitting:
+        raise ValueError(f"{source}: no tensor fits the model (is it a model of another architecture?)")
+    model.load_state_dict(fitting, strict=False)
+    return sorted(k for k in own if k not in fitting)
+
+
 def _misfit(path: Path, expected: dict[str, Any], found: dict[str, Any], args: dict[str, Any]) -> str:
     problems = [
         f"{k}: expected {tuple(v.shape)}, found {tuple(found[k].shape)}"
@@ -203,6 +230,7 @@ def _misfit(path: Path, expected: dict[str, Any], found: dict[str, Any], args: d
 
 __all__ = [
     "LIGHTNING_PREFIX",
+    "load_matching",
     "load_model",
     "model_meta",
     "model_state",

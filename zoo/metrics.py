@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from rich.console import Console
+from rich.table import Table
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from zoo.data.io import IGNORE_INDEX
@@ -68,9 +70,6 @@ def scores_from_confusion(confusion: torch.Tensor) -> SegmentationScores:
 
 def print_scores(scores: SegmentationScores, class_names: Sequence[str], title: str = "IoU") -> None:
     """Print the per-class IoU table, mIoU and pixel accuracy (rich)."""
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     table.add_column("class")
     table.add_column("IoU", justify="right")

@@ -19,6 +19,8 @@ from zoo.decoders import DECODERS
 from zoo.decoders.auxiliary import build_aux_head
 from zoo.encoders import build_encoder
 from zoo.encoders.base import Encoder
+from zoo.encoders.xception_aligned import SPECS as ALIGNED_SPECS
+from zoo.registry import WEIGHT_SOURCES, weight_source
 
 Semantics = Literal["zoo", "deeplab-tf"]
 SEMANTICS = ("zoo", "deeplab-tf")
@@ -169,7 +171,12 @@ def build_model(
         RuntimeError: ``weights`` could not be downloaded (the message names the URL and the offline route).
     """
     if weights is not None:
-        return _published(weights, encoder, decoder, num_classes, output_stride, aux_head, encoder_kwargs)
+        given = {
+            "encoder": (encoder, "xception65"),
+            "decoder": (decoder, "deeplabv3plus"),
+            "num_classes": (num_classes, 21),
+        }
+        return _published(weights, output_stride, aux_head, encoder_kwargs, given)
     decoder_cls = DECODERS.get(decoder)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
@@ -197,47 +204,23 @@ def build_model(
 
 
 def _published(
-    weights: str,
-    encoder: str,
-    decoder: str,
-    num_classes: int,
-    output_stride: int,
-    aux_head: bool,
-    encoder_kwargs: dict[str, Any] | None,
+    weights: str, output_stride: int, aux_head: bool, encoder_kwargs: dict[str, Any] | None, given: dict[str, Any]
 ) -> SegmentationModel:
-    """A published TF DeepLab model (``weights="deeplab-tf:NAME"``) with its converted weights."""
-    from zoo.convert.pretrained import PREFIX, converted_state, published
-
-    if not str(weights).startswith(PREFIX):
-        raise ValueError(f"weights must be None or {PREFIX}NAME (zoo.list_pretrained()), got {weights!r}")
-    spec = published(weights)
-    if spec.decoder is None:
-        raise ValueError(f"{weights} is a backbone: pass it as encoder_weights")
-    given = {
-        "encoder": (encoder, "xception65"),
-        "decoder": (decoder, "deeplabv3plus"),
-        "num_classes": (num_classes, 21),
-    }
+    """A published model (``weights="PREFIX:NAME"``, a registered weight source) with its weights."""
+    source = weight_source(weights)
+    if source is None:
+        raise ValueError(f"weights must be None or PREFIX:NAME of {WEIGHT_SOURCES.names()} (zoo.list_pretrained())")
+    args, state = source.model_state(weights)
     for arg, (value, default) in given.items():
-        if value not in (default, getattr(spec, arg)):
-            raise ValueError(
-                f"{weights} is {spec.encoder} + {spec.decoder}, {spec.num_classes} classes; {arg}={value!r}"
-            )
-    model = build_model(
-        spec.encoder,
-        spec.decoder,
-        spec.num_classes,
-        output_stride,
-        aux_head=aux_head,
-        encoder_kwargs=encoder_kwargs,
-        semantics="deeplab-tf",
-    )
-    missing, unexpected = model.load_state_dict(converted_state(weights), strict=False)
+        if value not in (default, args[arg]):
+            published = f"{args['encoder']} + {args['decoder']}, {args['num_classes']} classes"
+            raise ValueError(f"{weights} is {published}; {arg}={value!r}")
+    class_names, palette = args.pop("class_names", None), args.pop("palette", None)
+    model = build_model(**args, output_stride=output_stride, aux_head=aux_head, encoder_kwargs=encoder_kwargs)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("aux_head.")]:
         raise ValueError(f"{weights}: the converted weights do not fit ({missing[:3]}, {unexpected[:3]})")
-    from zoo.convert.deeplab_tf import dataset_classes
-
-    model.class_names, model.palette = dataset_classes(spec.num_classes)
+    model.class_names, model.palette = class_names, palette
     return model
 
 
@@ -249,8 +232,6 @@ def _semantics_kwargs(
     decoder_kwargs: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The encoder and decoder arguments ``semantics`` adds to the given ones."""
-    from zoo.encoders.xception_aligned import SPECS
-
     if semantics not in SEMANTICS:
         raise ValueError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
     if semantics == "zoo":
@@ -259,5 +240,5 @@ def _semantics_kwargs(
         raise ValueError(f"semantics='deeplab-tf' needs one of the decoders {DEEPLAB_TF_DECODERS}, got {decoder!r}")
     if "align_corners" in decoder_kwargs:
         raise ValueError("semantics='deeplab-tf' sets align_corners itself; leave it out of the decoder arguments")
-    tap = {"tap": "raw"} if encoder in SPECS else {}
+    tap = {"tap": "raw"} if encoder in ALIGNED_SPECS else {}
     return {**tap, **(encoder_kwargs or {})}, {**decoder_kwargs, "align_corners": True}

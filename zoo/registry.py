@@ -1,9 +1,9 @@
-"""A small name -> builder registry, one instance per kind (encoders, decoders, datasets)."""
+"""A small name -> builder registry, one instance per kind (encoders, decoders, datasets, weight sources)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -49,3 +49,30 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class WeightSource(Protocol):
+    """Published weights named ``"PREFIX:NAME"`` (e.g. ``"deeplab-tf:xception65_voc_trainaug"``).
+
+    Registered in :data:`WEIGHT_SOURCES` by the package that provides them (``zoo.convert`` for TF DeepLab), so
+    the model and encoder builders accept such names without importing that package.
+    """
+
+    def model_state(self, weights: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(build_model arguments, state dict) of a whole published model."""
+        ...
+
+    def encoder_state(self, weights: str, encoder: str) -> dict[str, Any]:
+        """The state dict of a published backbone for the zoo encoder ``encoder``."""
+        ...
+
+
+WEIGHT_SOURCES: Registry = Registry("weights source")
+
+
+def weight_source(weights: object) -> WeightSource | None:
+    """The registered source of ``"PREFIX:NAME"`` weights, or None for other values (files, "imagenet", None)."""
+    prefix, sep, _ = str(weights).partition(":")
+    if not sep or prefix not in WEIGHT_SOURCES:
+        return None
+    return WEIGHT_SOURCES.get(prefix)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.table import Table
 from torch import nn
 
 from zoo.decoders import list_decoders
@@ -128,9 +130,6 @@ def render(rows: list[Row], headers: Sequence[str], title: str, markdown: bool) 
         lines = ["| " + " | ".join(all_headers) + " |", "| " + " | ".join(align) + " |"]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines)
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     for i, header in enumerate(all_headers):
         table.add_column(header, justify="right" if i >= len(headers) else "left")

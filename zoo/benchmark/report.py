@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from rich.console import Console
+from rich.table import Table
 
 from zoo.benchmark.config import BenchmarkConfig, BenchmarkRow
 
@@ -77,9 +79,6 @@ def table_cells(row: BenchmarkRow) -> list[str]:
 
 def print_table(rows: Sequence[BenchmarkRow], *, title: str | None = None, file=None) -> None:
     """A rich table of ``rows`` on the terminal (or ``file``)."""
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     for header, key in TABLE_COLUMNS:
         table.add_column(header, justify="left" if key in ("model", "impl", "part", "size", "error") else "right")

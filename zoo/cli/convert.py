@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from zoo.checkpoint import save_model
+from zoo.convert.deeplab_tf import convert_deeplab_tf
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``zoo convert`` (one source so far: ``deeplab-tf``)."""
@@ -24,8 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``zoo convert deeplab-tf``; returns the exit code."""
-    from zoo.checkpoint import save_model
-    from zoo.convert.deeplab_tf import convert_deeplab_tf
 
     if args.output.exists() and not args.force:
         raise ValueError(f"{args.output} exists; pass --force to overwrite it")

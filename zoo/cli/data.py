@@ -1,4 +1,5 @@
-"""``zoo data``: write the synthetic shapes data (``make-shapes``) and check a dataset on disk (``check``)."""
+"""``zoo data``: write the synthetic shapes data (``make-shapes``), check a dataset on disk (``check``), count its
+classes (``stats``) and turn colour masks into index masks (``convert-colour-masks``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from zoo.data import DATASETS
-from zoo.data.check import check_split
+from zoo.data import DATASETS, build_dataset
+from zoo.data.check import check_split, convention_problems
+from zoo.data.colour import colour_to_index, named_palette
+from zoo.data.io import IGNORE_INDEX, read_image, write_mask
 from zoo.data.shapes import write_shapes
+from zoo.data.stats import class_stats
 
 
 def add_arguments(data: argparse.ArgumentParser) -> None:
@@ -35,7 +39,46 @@ def add_arguments(data: argparse.ArgumentParser) -> None:
         "--split", action="append", help="split to check (repeatable; default: every split found under --root)"
     )
     check.add_argument("--sbd-root", type=Path, help="voc: SBD's dataset folder for the train_aug split")
+    _add_mask_options(check)
     check.set_defaults(data_func=run_check)
+
+    stats = commands.add_parser("stats", help="per-class pixel and image frequencies, median-frequency weights")
+    stats.add_argument("--dataset", required=True, help="dataset name: voc, cityscapes, folder, shapes")
+    stats.add_argument("--root", type=Path, default=None, help="dataset folder")
+    stats.add_argument("--split", default="train", help="split to count (default: %(default)s)")
+    _add_mask_options(stats)
+    stats.set_defaults(data_func=run_stats)
+
+    colours = commands.add_parser("convert-colour-masks", help="RGB colour masks to index PNGs (palette PNGs)")
+    colours.add_argument("--input", type=Path, required=True, help="folder of colour masks (PNG)")
+    colours.add_argument("--output", type=Path, required=True, help="folder for the index masks (created)")
+    colours.add_argument("--palette", required=True, help="voc, cityscapes, or a file of 'R G B' lines in class order")
+    colours.add_argument("--unknown", type=int, default=None, help="index for colours not in the palette (e.g. 255)")
+    colours.add_argument("--force", action="store_true", help="write into a non-empty --output")
+    colours.set_defaults(data_func=run_convert_colours)
+
+
+def _add_mask_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mask-values", type=_mapping, default=None, help="stored value -> class id, e.g. 255:1 (folder dataset)"
+    )
+    parser.add_argument("--reduce-zero-label", action="store_true", help="stored 0 is unlabelled (folder dataset)")
+
+
+def _mapping(text: str) -> dict[int, int]:
+    try:
+        return {int(k): int(v) for k, v in (pair.split(":") for pair in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SRC:DST[,SRC:DST...], got {text!r}") from None
+
+
+def _mask_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if args.mask_values:
+        kwargs["mask_values"] = args.mask_values
+    if args.reduce_zero_label:
+        kwargs["reduce_zero_label"] = True
+    return kwargs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +99,7 @@ def run_check(args: argparse.Namespace) -> int:
     if args.dataset not in DATASETS:
         DATASETS.get(args.dataset)  # raises KeyError listing the valid names
     cls = DATASETS.get(args.dataset)
-    kwargs: dict[str, Any] = {"root": args.root}
+    kwargs: dict[str, Any] = {"root": args.root, **_mask_kwargs(args)}
     if args.sbd_root is not None:
         kwargs["sbd_root"] = args.sbd_root
     if args.root is None or not Path(args.root).is_dir():
@@ -81,9 +124,10 @@ def run_check(args: argparse.Namespace) -> int:
             continue
         count, pixels, split_problems = check_split(dataset)
         problems += [f"{label}: {p}" for p in split_problems]
+        problems += [f"{label}: {p}" for p in convention_problems(pixels, dataset.classes, dataset.ignore_index)]
         total = sum(pixels.values())
         present = [dataset.classes[i] for i in sorted(pixels) if i < dataset.num_classes]
-        ignore = f"{pixels.get(255, 0) / total:.1%}" if total else "-"
+        ignore = f"{pixels.get(dataset.ignore_index, 0) / total:.1%}" if total else "-"
         shown = ", ".join(present[:8]) + (
             f", ... ({len(present)} of {dataset.num_classes})" if len(present) > 8 else ""
         )
@@ -95,4 +139,40 @@ def run_check(args: argparse.Namespace) -> int:
         console.print(f"[red]{len(problems)} problem(s) found")
         return 1
     console.print("[green]ok")
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """Print per-class pixel shares, image counts and median-frequency weights of one split."""
+    kwargs: dict[str, Any] = {"split": args.split, **_mask_kwargs(args)}
+    if args.root is not None:
+        kwargs["root"] = args.root
+    dataset = build_dataset(args.dataset, **kwargs)
+    stats = class_stats(dataset, len(dataset.classes), getattr(dataset, "ignore_index", IGNORE_INDEX))
+    weights = stats.median_frequency_weights()
+    table = Table(title=f"{args.dataset} {args.split}: {stats.num_images} images")
+    for column in ("id", "class", "pixels", "share", "images", "weight"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for i, name in enumerate(dataset.classes):
+        share = f"{stats.pixel_share[i]:.2%}"
+        table.add_row(str(i), name, str(stats.pixels[i]), share, str(stats.images[i]), f"{weights[i]:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(f"ignored pixels: {stats.ignored}")
+    console.print(f"class_weights: [{', '.join(f'{w:.4f}' for w in weights)}]  (or --model.class_weights auto)")
+    return 0
+
+
+def run_convert_colours(args: argparse.Namespace) -> int:
+    """Write an index PNG for every colour PNG of ``--input``."""
+    palette = named_palette(args.palette)
+    sources = sorted(p for p in args.input.glob("*.png") if p.is_file()) if args.input.is_dir() else []
+    if not sources:
+        raise FileNotFoundError(f"--input {args.input}: no PNG masks there")
+    if args.output.is_dir() and any(args.output.iterdir()) and not args.force:
+        raise ValueError(f"--output {args.output} is not empty; pass --force to write into it")
+    for path in sources:
+        index = colour_to_index(read_image(path), palette, args.unknown, str(path))
+        write_mask(args.output / path.name, index, palette)
+    print(f"wrote {len(sources)} index masks ({len(palette)} classes) to {args.output}")
     return 0

@@ -27,6 +27,7 @@ class SegmentationCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.link_arguments("data.palette", "model.palette", apply_on="instantiate")
+        parser.link_arguments("data.ignore_index", "model.ignore_index", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {

@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zoo.convert.tables import ADE20K_CLASSES
+from zoo.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
+from zoo.data.io import VOC_CLASSES, voc_palette
 from zoo.models import SegmentationModel, build_model
 
 # Entry-flow blocks and middle-flow units of each backbone (research/deeplab/core/xception.py).
@@ -307,9 +310,6 @@ def _check_all_used(ckpt: Checkpoint, variant: Variant, used: set[str]) -> None:
 
 def dataset_classes(num_classes: int) -> tuple[list[str] | None, list[list[int]] | None]:
     """Class names and palette of the dataset the official checkpoints with ``num_classes`` were trained on."""
-    from zoo.convert.tables import ADE20K_CLASSES
-    from zoo.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-    from zoo.data.io import VOC_CLASSES, voc_palette
 
     known = {
         len(VOC_CLASSES): (VOC_CLASSES, voc_palette(len(VOC_CLASSES))),

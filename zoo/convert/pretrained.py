@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from zoo.convert.deeplab_tf import convert_deeplab_tf, dataset_classes
 from zoo.convert.tables import PUBLISHED, PublishedModel
 
 PREFIX = "deeplab-tf:"
@@ -60,8 +62,6 @@ def download(model: PublishedModel) -> Path:
 
 def converted_state(weights: str) -> dict[str, torch.Tensor]:
     """The zoo state dict of a published model, converted once and kept beside its tarball."""
-    from zoo.convert.deeplab_tf import convert_deeplab_tf
-
     model = published(weights)
     target = cache_dir() / f"{model.name}.pt"
     if not target.is_file():
@@ -79,3 +79,19 @@ def encoder_state(weights: str, encoder: str) -> dict[str, torch.Tensor]:
         raise ValueError(f"{weights} holds a {model.encoder} backbone, not {encoder}")
     prefix = "encoder."
     return {k[len(prefix) :]: v for k, v in converted_state(weights).items() if k.startswith(prefix)}
+
+
+class DeepLabTF:
+    """TF DeepLab's published models as a weight source (``"deeplab-tf:NAME"``, see :mod:`zoo.registry`)."""
+
+    def model_state(self, weights: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        spec = published(weights)
+        if spec.decoder is None:
+            raise ValueError(f"{weights} is a backbone: pass it as encoder_weights")
+        class_names, palette = dataset_classes(spec.num_classes)
+        args = {"encoder": spec.encoder, "decoder": spec.decoder, "num_classes": spec.num_classes}
+        args |= {"semantics": "deeplab-tf", "class_names": class_names, "palette": palette}
+        return args, converted_state(weights)
+
+    def encoder_state(self, weights: str, encoder: str) -> dict[str, torch.Tensor]:
+        return encoder_state(weights, encoder)

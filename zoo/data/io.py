@@ -153,22 +153,48 @@ def read_mask(path: str | Path) -> np.ndarray:
     )
 
 
-def check_mask_values(mask: np.ndarray, num_classes: int, path: str | Path) -> None:
-    """Raise if ``mask`` holds values outside ``{0..num_classes-1, 255}`` (a colour or interpolated mask).
+def check_mask_values(mask: np.ndarray, num_classes: int, path: str | Path, ignore_index: int = IGNORE_INDEX) -> None:
+    """Raise if ``mask`` holds values outside ``{0..num_classes-1, ignore_index}`` (a colour or interpolated mask).
 
     Args:
         mask: H×W class ids.
         num_classes: number of classes.
         path: the mask's file, named in the error.
+        ignore_index: the ignore value.
     """
     values = np.unique(mask)
-    bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
+    bad = values[(values >= num_classes) & (values != ignore_index)]
     if bad.size:
         shown = ", ".join(str(v) for v in bad[:10]) + (", ..." if bad.size > 10 else "")
         raise ValueError(
-            f"mask {path}: values {shown} outside {{0..{num_classes - 1}, 255}} ({num_classes} classes); "
-            "a colour or interpolated (resized) mask?"
+            f"mask {path}: values {shown} outside {{0..{num_classes - 1}, {ignore_index}}} ({num_classes} classes); "
+            "a colour or interpolated (resized) mask, or one that needs mask_values / reduce_zero_label?"
         )
+
+
+def remap_labels(
+    mask: np.ndarray,
+    mask_values: dict[int, int] | None = None,
+    reduce_zero_label: bool = False,
+    ignore_index: int = IGNORE_INDEX,
+) -> np.ndarray:
+    """Stored mask values to class ids: ``mask_values`` first (e.g. ``{255: 1}`` for 0/255 binary masks), then
+    MMSegmentation's ``reduce_zero_label`` (0 becomes ``ignore_index``, every other id ``v`` becomes ``v - 1``).
+
+    Args:
+        mask: H×W stored values (uint8).
+        mask_values: stored value -> class id (or ``ignore_index``); values not listed stay as they are.
+        reduce_zero_label: label 0 is "unlabelled" (ADE20K's convention).
+        ignore_index: the ignore value.
+    """
+    if mask_values:
+        lut = np.arange(256, dtype=np.int64)
+        for source, target in mask_values.items():
+            lut[int(source)] = int(target)
+        mask = lut[mask]
+    if reduce_zero_label:
+        mask = np.where(mask == 0, ignore_index, np.where(mask == ignore_index, ignore_index, mask - 1))
+    return mask.astype(np.uint8) if mask.max(initial=0) < 256 else mask
 
 
 def write_mask(path: str | Path, mask: np.ndarray, palette: Sequence[Sequence[int]] | None = None) -> Path:
@@ -258,7 +284,8 @@ class SegmentationFiles(Dataset):
     """Base of the file-based datasets: a list of ``(name, image file, mask file)`` read on access.
 
     Every listed file must exist when the dataset is built (the error names the first missing one). Reading an
-    item checks that image and mask have the same size and that the mask values lie in ``{0..C-1, 255}``.
+    item maps the stored mask values to class ids (``mask_values``, ``reduce_zero_label``) and checks that image
+    and mask have the same size and that the mask values lie in ``{0..C-1, ignore_index}``.
 
     Args:
         samples: ``(name, image path, mask path)`` per item, in order.
@@ -266,9 +293,10 @@ class SegmentationFiles(Dataset):
         palette: RGB colour per class.
         transform: albumentations Compose (or a callable taking ``image=``, ``mask=`` and returning a dict).
         source: what the list came from, named in the error when it is empty.
+        ignore_index: the mask value left out of training and evaluation.
+        reduce_zero_label: stored label 0 means "unlabelled" (becomes ``ignore_index``; other ids shift down by 1).
+        mask_values: stored mask value -> class id, e.g. ``{255: 1}`` for binary masks stored as 0/255.
     """
-
-    ignore_index: int = IGNORE_INDEX
 
     def __init__(
         self,
@@ -277,6 +305,9 @@ class SegmentationFiles(Dataset):
         palette: Sequence[Sequence[int]],
         transform: Callable[..., dict[str, Any]] | None = None,
         source: str = "",
+        ignore_index: int = IGNORE_INDEX,
+        reduce_zero_label: bool = False,
+        mask_values: dict[int, int] | None = None,
     ) -> None:
         if not samples:
             raise ValueError(f"{type(self).__name__}: no images in {source}")
@@ -291,6 +322,9 @@ class SegmentationFiles(Dataset):
         self.palette = [tuple(int(v) for v in colour) for colour in palette]
         self.num_classes = len(self.classes)
         self.transform = transform
+        self.ignore_index = int(ignore_index)
+        self.reduce_zero_label = bool(reduce_zero_label)
+        self.mask_values = {int(k): int(v) for k, v in (mask_values or {}).items()}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -308,13 +342,13 @@ class SegmentationFiles(Dataset):
         """Image, mask and name of item ``index``, checked, without the transform."""
         name, image_path, mask_path = self.samples[index]
         image = read_image(image_path)
-        mask = self.load_mask(mask_path)
+        mask = remap_labels(self.load_mask(mask_path), self.mask_values, self.reduce_zero_label, self.ignore_index)
         if image.shape[:2] != mask.shape:
             raise ValueError(
                 f"image {image_path} is {image.shape[1]}x{image.shape[0]} but mask {mask_path} is "
                 f"{mask.shape[1]}x{mask.shape[0]} (width x height)"
             )
-        check_mask_values(mask, self.num_classes, mask_path)
+        check_mask_values(mask, self.num_classes, mask_path, self.ignore_index)
         return {"image": image, "mask": mask, "name": name}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -369,6 +403,7 @@ __all__ = [
     "check_mask_values",
     "read_image",
     "read_mask",
+    "remap_labels",
     "resolve_classes",
     "voc_colormap",
     "voc_palette",

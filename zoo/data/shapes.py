@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-
 SHAPES_CLASSES: tuple[str, ...] = ("background", "circle", "square", "triangle", "star")
 SHAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 0, 0),

@@ -1,8 +1,9 @@
 """Augmentation pipelines (albumentations 2.x, OpenCV) and dataloader worker seeding.
 
-The training pipeline is DeepLab's: random scale, pad to the crop (image with 0, mask with 255 = ignore), random
-crop, horizontal flip, then a float tensor in 0..1 (the model normalises its input itself). Pipelines are built with ``strict=True``, so a misspelt or 1.x
-argument name (``value``/``mask_value`` instead of ``fill``/``fill_mask``) raises instead of being ignored.
+The training pipeline is DeepLab's: random scale, pad to the crop (image with 0, mask with the ignore value),
+random crop, horizontal flip, then a float tensor in 0..1 (the model normalises its input itself). Pipelines are
+built with ``strict=True``, so a misspelt or 1.x argument name (``value``/``mask_value`` instead of
+``fill``/``fill_mask``) raises instead of being ignored.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def train_transform(
     scale: tuple[float, float] = (0.5, 2.0),
     hflip: bool = True,
     seed: int | None = None,
+    ignore_index: int = IGNORE_INDEX,
 ) -> A.Compose:
     """DeepLab's training augmentation.
 
@@ -41,6 +43,7 @@ def train_transform(
         hflip: flip horizontally with probability 0.5.
         seed: seed of the pipeline's own random generator (albumentations 2.x ignores the global seeds);
             default: drawn from torch's global generator, so ``seed_everything`` makes it reproducible.
+        ignore_index: the mask value of padded pixels.
 
     Returns:
         albumentations Compose ending in ToTensorV2 (image float C×H×W in 0..1, mask uint8 H×W).
@@ -62,7 +65,7 @@ def train_transform(
             position="top_left",
             border_mode=cv2.BORDER_CONSTANT,
             fill=0,
-            fill_mask=IGNORE_INDEX,
+            fill_mask=ignore_index,
         ),
         A.RandomCrop(height=height, width=width),
     ]

@@ -22,6 +22,7 @@ from torch import nn
 from zoo.encoders.base import Encoder, FeatureInfo
 from zoo.encoders.weights import fetch_timm_state_dict, load_converted, rename_keys
 from zoo.layers import relu
+from zoo.registry import weight_source
 
 OUTPUT_STRIDES = (8, 16, 32)
 XCEPTION_MEAN = (0.5, 0.5, 0.5)
@@ -354,10 +355,9 @@ def build_aligned_xception(
     """
     if weights is None:
         return AlignedXception(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
-    if str(weights).startswith("deeplab-tf:"):  # TF DeepLab's ImageNet backbones, converted
-        from zoo.convert.pretrained import encoder_state
-
-        state = encoder_state(str(weights), name)
+    source = weight_source(weights)
+    if source is not None:  # e.g. TF DeepLab's ImageNet backbones, converted ("deeplab-tf:xception65_imagenet")
+        state = source.encoder_state(str(weights), name)
     else:
         state = convert_timm_aligned(fetch_timm_state_dict(name, weights))
     with torch.device("meta"):  # every tensor comes from the weights: skip the random initialisation

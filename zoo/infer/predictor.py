@@ -15,6 +15,7 @@ import torch
 
 from zoo.checkpoint import load_model, read_checkpoint
 from zoo.data.io import to_rgb_uint8
+from zoo.infer.onnx import OnnxModel
 from zoo.infer.optimize import optimize_for_inference
 from zoo.infer.tta import Slide, infer_logits
 
@@ -95,8 +96,6 @@ class Predictor:
         if backend not in ("torch", "onnx"):
             raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
         if backend == "onnx":
-            from zoo.infer.onnx import OnnxModel  # onnxruntime is an optional dependency
-
             if onnx is None:
                 raise ValueError("--backend onnx needs --onnx FILE")
             model: Any = OnnxModel(onnx, device=str(device))

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from zoo.data import DATASETS, build_dataset
-from zoo.data.io import voc_palette
+from zoo.data.io import IGNORE_INDEX, voc_palette
 from zoo.data.shapes import ShapesDataset, write_shapes
 from zoo.data.transforms import eval_transform, seed_worker, train_transform
 
@@ -80,6 +80,11 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self._info
 
     @property
+    def ignore_index(self) -> int:
+        """The mask value left out of the loss and the metrics (``dataset_kwargs.ignore_index``, default 255)."""
+        return int((self.hparams.dataset_kwargs or {}).get("ignore_index", IGNORE_INDEX))
+
+    @property
     def num_classes(self) -> int:
         """Number of classes of the dataset."""
         return len(self._dataset_info()["classes"])
@@ -118,7 +123,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         hp = self.hparams
         if stage == "fit" and "train" not in self.datasets:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())  # from the global seed; workers reseed (seed_worker)
-            transform = train_transform(hp.crop_size, scale=tuple(hp.scale), hflip=hp.hflip, seed=seed)
+            transform = train_transform(
+                hp.crop_size, scale=tuple(hp.scale), hflip=hp.hflip, seed=seed, ignore_index=self.ignore_index
+            )
             self.datasets["train"] = self.build_split(hp.train_split, transform)
         if stage in ("fit", "validate") and "val" not in self.datasets:
             self.datasets["val"] = self.build_split(hp.val_split, eval_transform())

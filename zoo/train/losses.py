@@ -19,7 +19,7 @@ from torch import nn
 from zoo.data.io import IGNORE_INDEX
 
 LOSS_NAMES = ("ce", "dice", "focal", "lovasz", "ohem")
-_TERM = re.compile(r"^\s*(?:(?P<weight>\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?(?P<name>[a-z]+)\s*$")
+_TERM = re.compile(r"^\s*(?:(?P<weight>\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?(?P<name>[a-z_0-9]+)\s*$")
 
 
 class CrossEntropy(nn.Module):

@@ -8,15 +8,17 @@ from typing import Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info
 from torch.optim.lr_scheduler import PolynomialLR
 
-from zoo.checkpoint import model_meta
+from zoo.checkpoint import load_matching, model_meta
 from zoo.data.io import IGNORE_INDEX, voc_palette
+from zoo.data.stats import class_stats
 from zoo.infer.tta import infer_logits
 from zoo.metrics import SegmentationScores, confusion_matrix_metric, print_scores, scores_from_confusion
 from zoo.models import build_model
+from zoo.train.losses import build_loss, parse_loss
 from zoo.viz import overlay, plot_class_iou, plot_confusion_matrix
 
 
@@ -35,7 +37,15 @@ class SegmentationModule(pl.LightningModule):
         mean: the model's input normalisation mean (RGB, 0..1 scale); default: the encoder's.
         std: the model's input normalisation std; default: the encoder's.
         aux_weight: weight of the auxiliary loss.
-        class_weights: optional per-class weights of the cross-entropy.
+        loss: the training loss by name, or a weighted sum of names: "ce" (default), "dice", "focal", "lovasz",
+            "ohem", e.g. "ce+0.5*dice" (:func:`zoo.train.losses.build_loss`).
+        ignore_index: mask value left out of the loss and the metrics (linked from ``data.ignore_index``).
+        class_weights: per-class loss weights, or "auto" for median-frequency balancing computed from the
+            training split before the first step (``zoo data stats`` prints the same numbers).
+        init_from: start from another model's weights (MMSegmentation's ``load_from``): a zoo model file or
+            training checkpoint, or a published model (``"deeplab-tf:NAME"``). Tensors whose name and shape fit
+            are loaded; the rest (e.g. a classifier for another class count) keep their initialisation and are
+            listed.
         optimizer: "sgd" (momentum, weight decay) or "adamw".
         lr: base learning rate.
         momentum: SGD momentum.
@@ -63,7 +73,10 @@ class SegmentationModule(pl.LightningModule):
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
         aux_weight: float = 0.4,
-        class_weights: list[float] | None = None,
+        loss: str = "ce",
+        ignore_index: int = IGNORE_INDEX,
+        class_weights: list[float] | Literal["auto"] | None = None,
+        init_from: str | None = None,
         optimizer: Literal["sgd", "adamw"] = "sgd",
         lr: float = 0.007,
         momentum: float = 0.9,
@@ -77,7 +90,7 @@ class SegmentationModule(pl.LightningModule):
         num_log_images: int = 4,
     ) -> None:
         super().__init__()
-        if class_weights is not None and len(class_weights) != num_classes:
+        if class_weights not in (None, "auto") and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} entries, expected num_classes={num_classes}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} entries, expected num_classes={num_classes}")
@@ -94,14 +107,17 @@ class SegmentationModule(pl.LightningModule):
             std=std,
             **(decoder_kwargs or {}),
         )
-        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
-        self.register_buffer("class_weights", weights, persistent=False)
+        parse_loss(loss)  # a misspelt loss fails here, before any data is read
+        self.criterion = None if class_weights == "auto" else build_loss(loss, ignore_index, class_weights)
+        if init_from:
+            skipped = load_matching(self.model, init_from)
+            rank_zero_info(f"init_from {init_from}: loaded all but {len(skipped)} tensors {skipped[:6]}")
         self.model.class_names = list(class_names) if class_names else None
         self.model.palette = [list(c) for c in palette] if palette else None
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.palette = [tuple(int(v) for v in c) for c in palette] if palette else voc_palette(num_classes)
-        self.val_confusion = confusion_matrix_metric(num_classes, IGNORE_INDEX)
-        self.test_confusion = confusion_matrix_metric(num_classes, IGNORE_INDEX)
+        self.val_confusion = confusion_matrix_metric(num_classes, ignore_index)
+        self.test_confusion = confusion_matrix_metric(num_classes, ignore_index)
         self.val_scores: SegmentationScores | None = None
         self.test_scores: SegmentationScores | None = None
 
@@ -109,8 +125,17 @@ class SegmentationModule(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         return self.model(images)
 
+    def setup(self, stage: str) -> None:
+        if self.criterion is None:  # class_weights="auto": median-frequency balancing over the training split
+            data = self.trainer.datamodule
+            stats = class_stats(data.build_split(data.hparams.train_split), self.hparams.num_classes,
+                                self.hparams.ignore_index)  # fmt: skip
+            weights = stats.median_frequency_weights().tolist()
+            rank_zero_info(f"class weights (median frequency): {[round(w, 4) for w in weights]}")
+            self.criterion = build_loss(self.hparams.loss, self.hparams.ignore_index, weights)
+
     def _loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), masks, weight=self.class_weights, ignore_index=IGNORE_INDEX)
+        return self.criterion(logits, masks)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.model(batch["image"])

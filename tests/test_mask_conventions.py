@@ -1,0 +1,111 @@
+"""Masks in other conventions: 0/255 binary masks, reduce_zero_label, another ignore value, colour masks, suffixes;
+``zoo data check`` flags a convention it does not fit, ``zoo data stats`` counts classes and weights them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import zoo
+from zoo.cli import main
+from zoo.data.colour import colour_to_index
+from zoo.data.io import read_mask, remap_labels, voc_palette, write_mask
+from zoo.data.stats import class_stats
+
+
+def binary_folder(root: Path, count: int = 3) -> list[np.ndarray]:
+    """A folder dataset of 0/255 binary masks (the usual binary format), two classes."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("background\nforeground\n")
+    masks = []
+    for i in range(count):
+        mask = np.zeros((12, 16), np.uint8)
+        mask[2 : 8 + i, 3:12] = 255
+        Image.fromarray(np.full((12, 16, 3), 40 * i, np.uint8)).save(root / "images" / f"im{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
+        masks.append(mask)
+    return masks
+
+
+def test_remap_labels() -> None:
+    stored = np.array([[0, 1, 2, 255]], np.uint8)
+    np.testing.assert_array_equal(remap_labels(stored, {255: 1}), [[0, 1, 2, 1]])
+    np.testing.assert_array_equal(remap_labels(stored, reduce_zero_label=True), [[255, 0, 1, 255]])
+    np.testing.assert_array_equal(remap_labels(stored, {2: 0}, reduce_zero_label=True), [[255, 0, 255, 255]])
+
+
+def test_binary_masks_train_as_two_classes_with_mask_values(tmp_path: Path) -> None:
+    masks = binary_folder(tmp_path)
+    plain = zoo.build_dataset("folder", root=tmp_path, split=None)
+    assert (plain[0]["mask"] == 255).any() and not (plain[0]["mask"] == 1).any()  # half of it would be ignored
+    mapped = zoo.build_dataset("folder", root=tmp_path, split=None, mask_values={255: 1})
+    np.testing.assert_array_equal(mapped[1]["mask"], (masks[1] == 255).astype(np.uint8))
+
+
+def test_check_flags_binary_masks_and_accepts_the_mapping(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    binary_folder(tmp_path)
+    assert main(["data", "check", "--dataset", "folder", "--root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out.replace("\n", "")
+    assert "class 'foreground' never occurs while" in out and "--mask-values 255:1" in out
+    assert main(["data", "check", "--dataset", "folder", "--root", str(tmp_path), "--mask-values", "255:1"]) == 0
+
+
+def test_reduce_zero_label_and_ignore_index(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    write_mask(tmp_path / "masks" / "a.png", np.array([[0, 1, 2, 3]] * 4, np.uint8))
+    data = zoo.build_dataset("folder", root=tmp_path, split=None, classes=["x", "y", "z"], reduce_zero_label=True)
+    np.testing.assert_array_equal(data[0]["mask"][0], [255, 0, 1, 2])
+    with pytest.raises(ValueError, match=r"values 3 outside \{0\.\.2, 0\}"):
+        zoo.build_dataset("folder", root=tmp_path, split=None, classes=["x", "y", "z"], ignore_index=0)[0]
+
+
+def test_suffix_options(tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    (tmp_path / "ann").mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "img" / "a_leftImg8bit.png")
+    write_mask(tmp_path / "ann" / "a_gtFine.png", np.ones((4, 4), np.uint8))
+    data = zoo.build_dataset("folder", root=tmp_path, split=None, classes=["x", "y"], img_dir="img",
+                             ann_dir="ann", img_suffix="_leftImg8bit.png", seg_map_suffix="_gtFine.png")  # fmt: skip
+    assert data.names == ["a"] and data[0]["mask"].sum() == 16
+
+
+def test_colour_to_index() -> None:
+    palette = voc_palette(3)
+    rgb = np.array([[palette[2], palette[0]], [palette[1], (1, 2, 3)]], np.uint8)
+    with pytest.raises(ValueError, match=r"m.png: colour \(1, 2, 3\) is not in the palette"):
+        colour_to_index(rgb, palette, where="m.png")
+    np.testing.assert_array_equal(colour_to_index(rgb, palette, unknown=255), [[2, 0], [1, 255]])
+
+
+def test_convert_colour_masks_command(tmp_path: Path) -> None:
+    palette = voc_palette(21)
+    index = np.arange(21, dtype=np.uint8).repeat(2).reshape(6, 7)
+    (tmp_path / "colour").mkdir()
+    Image.fromarray(np.array(palette, np.uint8)[index]).save(tmp_path / "colour" / "m.png")
+    argv = ["data", "convert-colour-masks", "--input", str(tmp_path / "colour"), "--output", str(tmp_path / "out"),
+            "--palette", "voc"]  # fmt: skip
+    assert main(argv) == 0
+    np.testing.assert_array_equal(read_mask(tmp_path / "out" / "m.png"), index)
+    assert main(argv) == 2  # a non-empty output folder needs --force
+    assert main([*argv, "--force"]) == 0
+
+
+def test_stats_and_median_frequency_weights(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    masks = binary_folder(tmp_path)
+    data = zoo.build_dataset("folder", root=tmp_path, split=None, mask_values={255: 1})
+    stats = class_stats(data, 2)
+    fg = sum(int((m == 255).sum()) for m in masks)
+    total = sum(m.size for m in masks)
+    assert stats.pixels.tolist() == [total - fg, fg] and stats.images.tolist() == [3, 3]
+    freq = np.array([(total - fg) / total, fg / total])
+    np.testing.assert_allclose(stats.median_frequency_weights(), np.median(freq) / freq)
+    argv = ["data", "stats", "--dataset", "folder", "--root", str(tmp_path), "--split", "none", "--mask-values",
+            "255:1"]  # fmt: skip
+    assert main(argv) == 2  # no split named "none"
+    capsys.readouterr()
