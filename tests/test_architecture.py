@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "zoo"
 # Lower layers never import higher ones; a layer imports from its own package freely.
 LAYERS = {
-    "registry": 0, "fileio": 0, "version": 0,
+    "registry": 0, "fileio": 0, "version": 0, "hub": 0,
     "layers": 1, "data": 1, "flops": 1, "viz": 1,
     "metrics": 2, "encoders": 2,
     "decoders": 3,

@@ -13,6 +13,8 @@ from zoo.infer import Predictor, optimize_for_inference
 from zoo.models import SegmentationModel, build_model
 from zoo.version import __version__
 
+from_pretrained = SegmentationModel.from_pretrained
+
 __all__ = [
     "Predictor",
     "SegmentationModel",
@@ -21,6 +23,7 @@ __all__ = [
     "build_encoder",
     "build_model",
     "convert_deeplab_tf",
+    "from_pretrained",
     "list_datasets",
     "list_decoders",
     "list_encoders",

@@ -20,6 +20,7 @@ from zoo.decoders.auxiliary import build_aux_head
 from zoo.encoders import build_encoder
 from zoo.encoders.base import Encoder
 from zoo.encoders.xception_aligned import SPECS as ALIGNED_SPECS
+from zoo.hub import HubMixin
 from zoo.registry import WEIGHT_SOURCES, weight_source
 
 Semantics = Literal["zoo", "deeplab-tf"]
@@ -28,7 +29,7 @@ SEMANTICS = ("zoo", "deeplab-tf")
 DEEPLAB_TF_DECODERS = ("deeplabv3", "deeplabv3plus", "dpc")
 
 
-class SegmentationModel(nn.Module):
+class SegmentationModel(nn.Module, HubMixin):
     """Encoder + decoder (+ auxiliary head): ``N×3×H×W`` RGB images in 0..1 to ``N×C×H×W`` logits, any H, W.
 
     The input is normalised with ``mean`` and ``std``. With ``semantics="zoo"`` it is then zero-padded at the
@@ -98,6 +99,24 @@ class SegmentationModel(nn.Module):
             return logits
         aux = _upsample_crop(self.aux_head(features[self.aux_index]), padded, height, width, tf)
         return {"out": logits, "aux": aux}
+
+    def hub_config(self) -> dict[str, Any]:
+        """What ``save_pretrained`` writes to config.json: build arguments, classes, palette, and ``card`` (dataset,
+        metrics) when set."""
+        return {
+            "build_args": plain(self.build_args),
+            "class_names": self.class_names,
+            "palette": self.palette,
+            **plain(getattr(self, "card", None) or {}),
+        }
+
+    @classmethod
+    def from_hub_config(cls, config: dict[str, Any]) -> SegmentationModel:
+        """The model (random weights) that a config.json written by ``save_pretrained`` describes."""
+        model = build_model(**{**config["build_args"], "encoder_weights": None})
+        model.class_names, model.palette = config.get("class_names"), config.get("palette")
+        model.card = {k: config[k] for k in ("dataset", "metrics") if config.get(k)}
+        return model
 
 
 def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
