@@ -1,34 +1,46 @@
 """zoo: semantic segmentation built around DeepLab's aligned Xception.
 
-Importing the package registers every encoder, decoder and dataset (and the zoo's Xceptions in smp's
-encoder table), so nothing depends on import order.
+The names below load their module on first use (PEP 562), so ``import zoo`` and ``zoo --help`` stay quick and
+import neither torch's model zoo nor smp or timm. Each registry is complete whenever it is used: the package that
+owns it (``zoo.encoders``, ``zoo.decoders``, ``zoo.data``) registers every entry when it is imported, and importing
+``zoo.encoders`` also adds the zoo's encoders to smp's table (``zoo-xception65``, ...).
 """
 
-from zoo.checkpoint import load_model, save_model
-from zoo.convert import convert_deeplab_tf, list_pretrained
-from zoo.data import build_dataset, list_datasets
-from zoo.decoders import list_decoders
-from zoo.encoders import build_encoder, list_encoders
-from zoo.infer import Predictor, optimize_for_inference
-from zoo.models import SegmentationModel, build_model
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from zoo.version import __version__
 
-from_pretrained = SegmentationModel.from_pretrained
+_LAZY = {
+    "Predictor": "zoo.infer",
+    "SegmentationModel": "zoo.models",
+    "build_dataset": "zoo.data",
+    "build_encoder": "zoo.encoders",
+    "build_model": "zoo.models",
+    "convert_deeplab_tf": "zoo.convert",
+    "list_datasets": "zoo.data",
+    "list_decoders": "zoo.decoders",
+    "list_encoders": "zoo.encoders",
+    "list_pretrained": "zoo.convert",
+    "load_model": "zoo.checkpoint",
+    "optimize_for_inference": "zoo.infer",
+    "save_model": "zoo.checkpoint",
+}
 
-__all__ = [
-    "Predictor",
-    "SegmentationModel",
-    "__version__",
-    "build_dataset",
-    "build_encoder",
-    "build_model",
-    "convert_deeplab_tf",
-    "from_pretrained",
-    "list_datasets",
-    "list_decoders",
-    "list_encoders",
-    "list_pretrained",
-    "load_model",
-    "optimize_for_inference",
-    "save_model",
-]
+
+def __getattr__(name: str) -> Any:
+    if name == "from_pretrained":
+        return __getattr__("SegmentationModel").from_pretrained
+    if name not in _LAZY:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    importlib.import_module("zoo.convert")  # registers the published weights (deeplab-tf:NAME) before any build
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY, "from_pretrained"])
+
+
+__all__ = ["__version__", "from_pretrained", *_LAZY]
