@@ -100,7 +100,7 @@ def test_overlay() -> None:
     palette = [(0, 0, 0), (200, 0, 0)]
     np.testing.assert_array_equal(overlay(image, mask, palette, 0.0), image)
     full = overlay(image, mask, palette, 1.0)
-    assert tuple(full[0, 1]) == (200, 0, 0) and tuple(full[0, 0]) == (0, 0, 0)
+    assert tuple(full[0, 1]) == (200, 0, 0) and tuple(full[0, 0]) == (100, 100, 100)  # black class: unchanged
     assert tuple(full[0, 2]) == (100, 100, 100) and tuple(full[1, 2]) == (100, 100, 100)  # no colour: unchanged
     assert tuple(overlay(image, mask, palette, 0.5)[0, 1]) == (150, 50, 50)
     with pytest.raises(ValueError, match="opacity"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 
@@ -104,9 +105,12 @@ def _save(fig, plt, path: str | Path) -> Path:
 def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], opacity: float = 0.5) -> np.ndarray:
     """Blend class colours over an image (``H×W×3`` uint8 RGB).
 
+    Classes coloured black (VOC's and the shapes data's background) and ids without a palette colour (255 =
+    ignore) are left as the image, so the background is not darkened.
+
     Args:
         image: ``H×W×3`` uint8 RGB.
-        mask: ``H×W`` class ids; ids without a palette colour (e.g. 255 = ignore) are left uncoloured.
+        mask: ``H×W`` class ids.
         palette: one RGB colour per class id.
         opacity: weight of the class colour, 0 (image only) to 1 (colours only).
     """
@@ -118,8 +122,47 @@ def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]
     ids = mask.astype(np.int64)
     known = (ids >= 0) & (ids < len(colours))
     colour = colours[np.where(known, ids, 0)]
+    known &= colour.any(axis=-1)
     blend = (1.0 - opacity) * image.astype(np.float32) + opacity * colour
     return np.where(known[..., None], blend, image).round().clip(0, 255).astype(np.uint8)
 
 
-__all__ = ["overlay", "plot_class_iou", "plot_confusion_matrix"]
+def legend(width: int, ids: Sequence[int], class_names: Sequence[str], palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """A white ``h×width×3`` band with a colour box and the name of each class in ``ids`` (OpenCV text).
+
+    Args:
+        width: the band's width (the image's).
+        ids: class ids to list, in order.
+        class_names: name per class id.
+        palette: colour per class id.
+    """
+    font, scale, thickness, row = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1, 16
+    entries = [(str(class_names[i]), tuple(int(v) for v in palette[i])) for i in ids if 0 <= i < len(class_names)]
+    widths = [cv2.getTextSize(name, font, scale, thickness)[0][0] + 24 for name, _ in entries]
+    lines: list[list[int]] = [[]]
+    for index, entry_width in enumerate(widths):
+        used = sum(widths[j] for j in lines[-1])
+        if lines[-1] and used + entry_width > width - 4:
+            lines.append([])
+        lines[-1].append(index)
+    band = np.full((row * len(lines) + 4, width, 3), 255, np.uint8)
+    for number, line in enumerate(lines):
+        x, y = 4, number * row + 4
+        for index in line:
+            name, colour = entries[index]
+            cv2.rectangle(band, (x, y + 2), (x + 10, y + 12), colour, -1)
+            cv2.rectangle(band, (x, y + 2), (x + 10, y + 12), (0, 0, 0), 1)
+            cv2.putText(band, name, (x + 14, y + 11), font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+            x += widths[index]
+    return band
+
+
+def with_legend(
+    image: np.ndarray, mask: np.ndarray, class_names: Sequence[str], palette: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """``image`` (an overlay, a strip of panels) above a legend of the classes present in ``mask``."""
+    present = [int(i) for i in np.unique(mask) if 0 <= i < len(class_names)]
+    return np.concatenate([image, legend(image.shape[1], present, class_names, palette)], axis=0)
+
+
+__all__ = ["legend", "overlay", "plot_class_iou", "plot_confusion_matrix", "with_legend"]

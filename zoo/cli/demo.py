@@ -19,17 +19,18 @@ from zoo.cli.train import cli_main
 from zoo.data.io import write_image
 from zoo.data.shapes import write_shapes
 from zoo.infer.predictor import Predictor
-from zoo.viz import overlay
+from zoo.viz import overlay, with_legend
 
 DEFAULT_CONFIG = Path("configs") / "quickstart.yaml"
 
 
-def write_overlays(predict, dataset, palette, out_dir: Path, count: int) -> list[Path]:
-    """Save ``image | ground truth | prediction`` strips for the first ``count`` items of ``dataset``.
+def write_overlays(predict, dataset, class_names, palette, out_dir: Path, count: int) -> list[Path]:
+    """Save ``image | ground truth | prediction`` strips, above a legend, for the first ``count`` items of ``dataset``.
 
     Args:
         predict: function from an H×W×3 uint8 RGB image to an H×W mask.
         dataset: a zoo dataset without transform.
+        class_names: name per class.
         palette: one RGB colour per class.
         out_dir: output folder.
         count: number of images.
@@ -41,6 +42,7 @@ def write_overlays(predict, dataset, palette, out_dir: Path, count: int) -> list
         image, mask = item["image"], np.asarray(item["mask"], np.uint8)
         pred = np.asarray(predict(image), np.uint8)
         strip = np.concatenate([image, overlay(image, mask, palette), overlay(image, pred, palette)], axis=1)
+        strip = with_legend(strip, np.concatenate([mask, pred]), class_names, palette)
         paths.append(write_image(out_dir / f"{item['name']}.png", strip))
     return paths
 
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     predict = Predictor.from_checkpoint(best, device="cpu").predict
     dataset = data.build_split(data.hparams.val_split)
-    write_overlays(predict, dataset, data.palette, args.output, args.num_overlays)
+    write_overlays(predict, dataset, data.class_names, data.palette, args.output, args.num_overlays)
     elapsed = time.perf_counter() - start
     print(
         f"demo: validation mIoU {miou:.4f} in {elapsed:.0f} s; checkpoint {best}; logs {trainer.log_dir}; "

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -24,7 +25,7 @@ from zoo.data.cityscapes import CITYSCAPES_PALETTE
 from zoo.data.io import read_image, voc_palette, write_image, write_mask
 from zoo.infer.predictor import Predictor
 from zoo.infer.tta import DEEPLAB_SCALES
-from zoo.viz import overlay
+from zoo.viz import overlay, with_legend
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 
@@ -137,6 +138,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--palette", choices=("voc", "cityscapes", "auto"), default="auto", help="overlay colours")
     parser.add_argument("--opacity", type=float, default=0.5, help="weight of the class colour in the overlay")
     parser.add_argument(
+        "--legend", action=argparse.BooleanOptionalAction, default=True, help="name the classes present below vis/"
+    )
+    parser.add_argument("--side-by-side", action="store_true", help="vis/ shows the image beside its overlay")
+    parser.add_argument(
         "--backend", choices=("torch", "onnx"), default="torch", help="run with PyTorch or ONNX Runtime"
     )
     parser.add_argument("--onnx", type=Path, default=None, help="ONNX file from zoo export (--backend onnx)")
@@ -150,6 +155,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", default=None, help="comma-separated class names the checkpoint must have")
     parser.add_argument("--encoder", default=None, help="fail unless the checkpoint was built on this encoder")
     add_inference_arguments(parser)
+
+
+def _vis(image: Any, mask: Any, palette: Any, class_names: list[str], args: argparse.Namespace) -> Any:
+    """The vis/ picture: the overlay (beside the image with --side-by-side), above a legend unless --no-legend."""
+    drawn = overlay(image, mask, palette, args.opacity)
+    if args.side_by_side:
+        drawn = np.concatenate([image, drawn], axis=1)
+    return with_legend(drawn, mask, class_names, palette) if args.legend else drawn
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     palette = resolve_palette(args.palette, predictor.num_classes, predictor.palette)
     paths = find_images(args.input)
     names = output_names(paths)
+    names_of = predictor.class_names or [str(i) for i in range(predictor.num_classes)]
     pred_dir, vis_dir = args.output / "pred", args.output / "vis"
     vis_dir.mkdir(parents=True, exist_ok=True)
     err = Console(stderr=True)
@@ -195,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
             if images:
                 for image, name, mask in zip(images, kept, predictor.predict_batch(images), strict=True):
                     write_mask(pred_dir / f"{name}.png", mask, palette)
-                    write_image(vis_dir / f"{name}.png", overlay(image, mask, palette, args.opacity))
+                    write_image(vis_dir / f"{name}.png", _vis(image, mask, palette, names_of, args))
             progress.advance(task, len(chunk))
     seconds = time.perf_counter() - start
     done = len(paths) - failures
