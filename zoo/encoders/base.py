@@ -7,6 +7,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def check_build_args(output_stride: int, width: float = 1.0, stem_padding: object = "same") -> None:
+    """Raise ``ValueError`` naming the argument for an output stride, width or stem padding no encoder takes."""
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {{8, 16, 32}}, got {output_stride}")
+    if not width > 0:
+        raise ValueError(f"width must be positive, got {width}")
+    if stem_padding not in ("same", "valid"):
+        raise ValueError(f"stem_padding must be 'same' or 'valid', got {stem_padding!r}")
+
 
 @dataclass(frozen=True)
 class FeatureInfo:

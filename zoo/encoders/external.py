@@ -14,10 +14,9 @@ import timm
 import torch
 from torch import nn
 
-from zoo.encoders.base import Encoder, FeatureInfo
+from zoo.encoders.base import OUTPUT_STRIDES, Encoder, FeatureInfo
 from zoo.encoders.weights import load_converted, load_state_dict_file
 
-OUTPUT_STRIDES = (8, 16, 32)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)

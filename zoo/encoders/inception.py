@@ -25,11 +25,15 @@ from typing import Literal
 import torch
 from torch import nn
 
-from zoo.encoders.base import Encoder, FeatureInfo
-from zoo.encoders.weights import fetch_timm_state_dict, fetch_torchvision_state_dict, load_converted, rename_keys
+from zoo.encoders.base import Encoder, FeatureInfo, check_build_args
+from zoo.encoders.weights import (
+    build_with_weights,
+    fetch_timm_state_dict,
+    fetch_torchvision_state_dict,
+    rename_keys,
+)
 from zoo.encoders.xception_aligned import scale_channels
 
-OUTPUT_STRIDES = (8, 16, 32)
 StemPadding = Literal["same", "valid"]
 BATCH_NORM = partial(nn.BatchNorm2d, eps=1e-3)  # the published ports' epsilon
 
@@ -434,7 +438,7 @@ class InceptionEncoder(Encoder):
         norm_layer: Callable[[int], nn.Module] = BATCH_NORM,
     ) -> None:
         super().__init__()
-        _check_args(output_stride, width, stem_padding)
+        check_build_args(output_stride, width, stem_padding)
         self.output_stride, self.mean, self.std, self.size_divisor = output_stride, (0.5,) * 3, (0.5,) * 3, 32
         ch = partial(scale_channels, width=width, divisor=8)
         in_chs, reduction, dilation = in_channels, 1, 1
@@ -474,15 +478,6 @@ class InceptionEncoder(Encoder):
                 features.append(x)
             x = stage(x)
         return [*features, x]
-
-
-def _check_args(output_stride: int, width: float, stem_padding: object) -> None:
-    if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"output_stride must be one of {{8, 16, 32}}, got {output_stride}")
-    if not width > 0:
-        raise ValueError(f"width must be positive, got {width}")
-    if stem_padding not in ("same", "valid"):
-        raise ValueError(f"stem_padding must be 'same' or 'valid', got {stem_padding!r}")
 
 
 # ---------------------------------------------------------------- weights
@@ -562,10 +557,6 @@ def build_inception(
         in_channels: channels of the input image (3 when loading weights).
         **kwargs: :class:`InceptionEncoder` arguments (``width``, ``stem_padding``).
     """
-    if weights is None:
-        return InceptionEncoder(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
-    state = CONVERTERS[name](FETCHERS[name](weights))
-    with torch.device("meta"):  # every tensor comes from the weights: skip the random initialisation
-        model = InceptionEncoder(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
-    load_converted(model, state, source=f"{weights} ({name})")
-    return model
+    state = None if weights is None else CONVERTERS[name](FETCHERS[name](weights))
+    build = partial(InceptionEncoder, SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
+    return build_with_weights(build, state, f"{weights} ({name})")

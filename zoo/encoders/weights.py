@@ -97,6 +97,23 @@ def load_converted(model: nn.Module, state_dict: dict[str, torch.Tensor], source
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, assign=True)
 
 
+def build_with_weights(build: Callable[[], nn.Module], state: dict[str, torch.Tensor] | None, source: str) -> nn.Module:
+    """``build()``, then ``state`` loaded strictly (:func:`load_converted`); with weights the module is built on the
+    meta device, since every tensor comes from them (no cost for a random initialisation that is overwritten).
+
+    Args:
+        build: makes the module.
+        state: weights in the module's layout, or None for a random initialisation.
+        source: where the weights came from (for the error message).
+    """
+    if state is None:
+        return build()
+    with torch.device("meta"):
+        model = build()
+    load_converted(model, state, source=source)
+    return model
+
+
 def _head(items: list[str], n: int = 6) -> str:
     return "[" + ", ".join(items[:n]) + (", ..." if len(items) > n else "") + "]"
 

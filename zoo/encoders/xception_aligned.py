@@ -19,12 +19,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from zoo.encoders.base import Encoder, FeatureInfo
-from zoo.encoders.weights import fetch_timm_state_dict, load_converted, rename_keys
+from zoo.encoders.base import Encoder, FeatureInfo, check_build_args
+from zoo.encoders.weights import build_with_weights, fetch_timm_state_dict, rename_keys
 from zoo.layers import relu
 from zoo.registry import weight_source
 
-OUTPUT_STRIDES = (8, 16, 32)
 XCEPTION_MEAN = (0.5, 0.5, 0.5)
 XCEPTION_STD = (0.5, 0.5, 0.5)
 MidActivation = Literal["relu", "elu"] | None
@@ -282,10 +281,7 @@ class AlignedXception(Encoder):
 
 
 def _check_args(output_stride: int, width: float, mid_activation: object, order: object, segments: object) -> None:
-    if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"output_stride must be one of {{8, 16, 32}}, got {output_stride}")
-    if not width > 0:
-        raise ValueError(f"width must be positive, got {width}")
+    check_build_args(output_stride, width)
     if mid_activation is not None and mid_activation not in _ACTIVATIONS:
         raise ValueError(f"mid_activation must be None, 'relu' or 'elu', got {mid_activation!r}")
     if order not in ("depthwise_first", "pointwise_first"):
@@ -353,14 +349,12 @@ def build_aligned_xception(
         **kwargs: :class:`AlignedXception` arguments (``width``, ``mid_activation``, ``order``,
             ``residual``, ``segments``, ``tap``).
     """
-    if weights is None:
-        return AlignedXception(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
     source = weight_source(weights)
-    if source is not None:  # e.g. TF DeepLab's ImageNet backbones, converted ("deeplab-tf:xception65_imagenet")
+    if weights is None:
+        state = None
+    elif source is not None:  # e.g. TF DeepLab's ImageNet backbones, converted ("deeplab-tf:xception65_imagenet")
         state = source.encoder_state(str(weights), name)
     else:
         state = convert_timm_aligned(fetch_timm_state_dict(name, weights))
-    with torch.device("meta"):  # every tensor comes from the weights: skip the random initialisation
-        model = AlignedXception(SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
-    load_converted(model, state, source=f"{weights} ({name})")
-    return model
+    build = partial(AlignedXception, SPECS[name], output_stride=output_stride, in_channels=in_channels, **kwargs)
+    return build_with_weights(build, state, f"{weights} ({name})")

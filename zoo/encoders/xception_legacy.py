@@ -21,11 +21,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from zoo.encoders.base import Encoder, FeatureInfo
-from zoo.encoders.weights import fetch_timm_state_dict, load_converted, rename_keys
+from zoo.encoders.base import Encoder, FeatureInfo, check_build_args
+from zoo.encoders.weights import build_with_weights, fetch_timm_state_dict, rename_keys
 from zoo.encoders.xception_aligned import scale_channels
 
-OUTPUT_STRIDES = (8, 16, 32)
 StemPadding = Literal["same", "valid"]
 
 
@@ -138,7 +137,7 @@ class LegacyXception(Encoder):
         stem_padding: StemPadding = "same",
     ) -> None:
         super().__init__()
-        _check_args(output_stride, width, stem_padding)
+        check_build_args(output_stride, width, stem_padding)
         pad = 1 if stem_padding == "same" else 0
         ch = partial(scale_channels, width=width, divisor=8)
         self.output_stride, self.mean, self.std, self.size_divisor = output_stride, (0.5,) * 3, (0.5,) * 3, 32
@@ -188,15 +187,6 @@ class LegacyXception(Encoder):
                 features.append(torch.relu(x))
             x = block(x)
         return [*features, self.tail(x)]
-
-
-def _check_args(output_stride: int, width: float, stem_padding: object) -> None:
-    if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"output_stride must be one of {{8, 16, 32}}, got {output_stride}")
-    if not width > 0:
-        raise ValueError(f"width must be positive, got {width}")
-    if stem_padding not in ("same", "valid"):
-        raise ValueError(f"stem_padding must be 'same' or 'valid', got {stem_padding!r}")
 
 
 def _rep(m: re.Match) -> str:
@@ -254,10 +244,5 @@ def build_legacy_xception(
         stem_padding: "same" (default, exact reductions) or "valid" (Chollet's network exactly).
     """
     kwargs = {"output_stride": output_stride, "in_channels": in_channels, "width": width, "stem_padding": stem_padding}
-    if weights is None:
-        return LegacyXception(**kwargs)
-    state = convert_timm_legacy(fetch_timm_state_dict("legacy_xception", weights))
-    with torch.device("meta"):  # every tensor comes from the weights: skip the random initialisation
-        model = LegacyXception(**kwargs)
-    load_converted(model, state, source=f"{weights} (xception)")
-    return model
+    state = None if weights is None else convert_timm_legacy(fetch_timm_state_dict("legacy_xception", weights))
+    return build_with_weights(partial(LegacyXception, **kwargs), state, f"{weights} (xception)")
