@@ -335,6 +335,22 @@ def test_equal_to_timm_features(name, output_stride, timm_files):
         assert max_rel_diff(a, b) <= 1e-4
 
 
+@pytest.mark.parametrize("name", ["xception41", "xception"])
+def test_weights_saved_from_a_features_only_model(name, timm_files, tmp_path):
+    """A state dict saved from timm's ``features_only=True`` model (its own key names) loads like the full one's."""
+    timm_name = {"xception": "legacy_xception"}.get(name, name)
+    full = torch.load(timm_files(timm_name), weights_only=True)
+    features = timm_features(timm_name, full)
+    path = tmp_path / "features_only.pth"
+    torch.save(features.state_dict(), path)
+    assert not set(features.state_dict()) <= set(full)  # other names than the full model's
+    kwargs = {"stem_padding": "valid"} if name == "xception" else {}  # the published network exactly
+    enc = build_encoder(name, weights=path, **kwargs).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert max_rel_diff(enc(x)[-1], features.eval()(x)[-1]) <= 1e-4
+
+
 def test_safetensors_weights(timm_files):
     path = timm_files("xception41", ".safetensors")
     enc = build_encoder("xception41", weights=path)

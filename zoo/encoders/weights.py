@@ -30,6 +30,21 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+_FEATURES_ONLY_TOP = re.compile(r"^([A-Za-z]+(?:_[A-Za-z]+)*)_(\d+)\.")
+
+
+def from_features_only(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm ``features_only=True`` model's state dict in the full model's key names.
+
+    timm's feature wrappers flatten the first level of module names (``stem.0`` becomes ``stem_0``,
+    ``blocks.3`` becomes ``blocks_3``) or keep the model under ``body.`` (hook-based wrappers); other state dicts
+    pass through unchanged.
+    """
+    if any(k.startswith("body.") for k in state_dict):
+        state_dict = {k.removeprefix("body."): v for k, v in state_dict.items()}
+    return {_FEATURES_ONLY_TOP.sub(r"\1.\2.", k, count=1): v for k, v in state_dict.items()}
+
+
 def fetch_timm_state_dict(timm_name: str, weights: str | Path) -> dict[str, torch.Tensor]:
     """A timm state dict: read from a file, or timm's pretrained ``timm_name`` for ``weights="imagenet"``.
 
@@ -38,7 +53,7 @@ def fetch_timm_state_dict(timm_name: str, weights: str | Path) -> dict[str, torc
         weights: "imagenet" or a path to a ``.pth``/``.safetensors`` file.
     """
     if weights != "imagenet":
-        return load_state_dict_file(weights)
+        return from_features_only(load_state_dict_file(weights))
     import timm
 
     try:
