@@ -34,6 +34,7 @@ class SegmentationModule(pl.LightningModule):
         decoder_kwargs: extra decoder arguments.
         mean: the model's input normalisation mean (RGB, 0..1 scale); default: the encoder's.
         std: the model's input normalisation std; default: the encoder's.
+        semantics: "zoo" or "deeplab-tf" (TF DeepLab's forward pass, e.g. to fine-tune a converted model).
         aux_weight: weight of the auxiliary loss.
         class_weights: optional per-class weights of the cross-entropy.
         optimizer: "sgd" (momentum, weight decay) or "adamw".
@@ -62,6 +63,7 @@ class SegmentationModule(pl.LightningModule):
         decoder_kwargs: dict[str, Any] | None = None,
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
+        semantics: Literal["zoo", "deeplab-tf"] = "zoo",
         aux_weight: float = 0.4,
         class_weights: list[float] | None = None,
         optimizer: Literal["sgd", "adamw"] = "sgd",
@@ -92,6 +94,7 @@ class SegmentationModule(pl.LightningModule):
             encoder_kwargs=encoder_kwargs,
             mean=mean,
             std=std,
+            semantics=semantics,
             **(decoder_kwargs or {}),
         )
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
