@@ -14,7 +14,8 @@ from PIL import Image
 from zoo import build_dataset, build_model, save_model
 from zoo.cli import main
 from zoo.data.shapes import write_shapes
-from zoo.infer.predictor import Predictor
+from zoo.infer.predictor import Predictor, deeplab_eval_crop
+from zoo.infer.tta import pad_to_size
 from zoo.viz import overlay, plot_class_iou, plot_confusion_matrix
 
 
@@ -82,6 +83,81 @@ def test_eval_class_count_mismatch(tmp_path: Path, data: tuple[Path, Path], caps
                  str(tmp_path / "eval")])  # fmt: skip
     assert code == 2
     assert "the dataset has 5 classes, the checkpoint predicts 2" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tf_model() -> torch.nn.Module:
+    """A tiny model with TF DeepLab's semantics and random weights and statistics, in eval mode."""
+    model = helpers.tiny_model(semantics="deeplab-tf")
+    model.load_state_dict(helpers.randomise(model.state_dict()))
+    return model.eval()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_padding_equals_deeplab_pad_then_crop(tf_model: torch.nn.Module, flip: bool) -> None:
+    # DeepLab's eval: the float image padded at the bottom/right with the mean pixel (127.5), the padded image
+    # (and its mirror) through the model, the logits of the image's own pixels kept.
+    image = np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8)
+    padded = np.full((65, 81, 3), 127.5, np.float32)
+    padded[:37, :45] = image
+    x = torch.from_numpy(padded).permute(2, 0, 1)[None] / 255
+    with torch.no_grad():
+        expected = tf_model(x)
+        if flip:
+            expected = (expected + tf_model(x.flip(-1)).flip(-1)) / 2
+        unpadded = tf_model(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
+    expected = expected[..., :37, :45]
+    predictor = Predictor(tf_model, num_classes=3, flip=flip, pad_to=(65, 81))
+    got = predictor.logits([image])
+    assert got.shape == (1, 3, 37, 45)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert helpers.max_rel_diff(unpadded, expected) > 1e-2  # the padding matters with align_corners resizes
+
+
+def test_pad_to_size_pads_only_short_sides() -> None:
+    x = torch.rand(2, 3, 5, 9)
+    out = pad_to_size(x, (7, 4), (0.1, 0.2, 0.3))
+    assert out.shape == (2, 3, 7, 9)
+    assert torch.equal(out[..., :5, :], x)
+    assert torch.equal(out[:, :, 5:, :], torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1).expand(2, 3, 2, 9))
+    assert pad_to_size(x, (5, 9), (0.0, 0.0, 0.0)) is x
+    with pytest.raises(ValueError, match="one number per channel"):
+        pad_to_size(x, (8, 9), (0.5,))
+    with pytest.raises(ValueError, match="pad_to needs pad_value"):
+        Predictor(lambda t: t, num_classes=3, pad_to=(8, 8))
+
+
+def test_deeplab_eval_crop_follows_semantics_and_dataset(tmp_path: Path, tf_model: torch.nn.Module) -> None:
+    tf_file = save_model(tf_model, tmp_path / "tf.pt")
+    zoo_file = save_model(helpers.tiny_model(), tmp_path / "zoo.pt")
+    assert deeplab_eval_crop(tf_model.build_args, "voc") == (513, 513)
+    assert deeplab_eval_crop(tf_model.build_args, "cityscapes") == (1025, 2049)
+    assert deeplab_eval_crop(tf_model.build_args, "shapes") is None
+    assert Predictor.from_checkpoint(tf_file, pad_to="voc").pad_to == (513, 513)
+    assert Predictor.from_checkpoint(tf_file, pad_to="voc").pad_value == (0.5, 0.5, 0.5)
+    assert Predictor.from_checkpoint(tf_file, pad_to=(64, 80)).pad_to == (64, 80)
+    assert Predictor.from_checkpoint(zoo_file, pad_to="voc").pad_to is None
+    assert Predictor.from_checkpoint(zoo_file, pad_to=(64, 80)).pad_value == tuple(helpers.tiny_model().mean)
+
+
+@pytest.mark.parametrize(
+    ("flags", "pad_to"), [([], [513, 513]), (["--pad-to", "64", "80"], [64, 80]), (["--no-pad"], None)]
+)
+def test_eval_pads_a_converted_model_as_deeplab_does(
+    data: tuple[Path, Path], tmp_path: Path, flags: list[str], pad_to: list[int] | None
+) -> None:
+    root, _ = data
+    num_classes = build_dataset("voc", root=root, split="val").num_classes
+    model = helpers.tiny_model(num_classes=num_classes, semantics="deeplab-tf")
+    model.load_state_dict(helpers.randomise(model.state_dict()))
+    checkpoint = save_model(model, tmp_path / "tf.pt")
+    code = main(["eval", "--checkpoint", str(checkpoint), "--dataset", "voc", "--root", str(root), "--output",
+                 str(tmp_path / "eval"), *flags])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["pad_to"] == pad_to
+    expected = reference_miou(Predictor.from_checkpoint(checkpoint, pad_to=tuple(pad_to) if pad_to else None), root)
+    assert metrics["miou"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_plots_check_their_input(tmp_path: Path) -> None:

@@ -17,7 +17,9 @@ import yaml
 from PIL import Image
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
+from zoo.checkpoint import load_model
 from zoo.cli import main
+from zoo.cli.train import cli_main
 from zoo.metrics import confusion_matrix_metric, scores_from_confusion
 from zoo.train import SegmentationDataModule, SegmentationModule
 
@@ -163,6 +165,25 @@ def test_fast_dev_run_on_shapes(tmp_path):
     assert 0.0 <= float(trainer.callback_metrics["val_miou"]) <= 1.0
     assert data.datasets["train"].transform is not None
     assert module.val_scores is not None and module.val_scores.confusion.sum() > 0
+
+
+def test_deeplab_tf_semantics_from_the_cli_and_a_training_step(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    cli = cli_main(["--config", str(config), "--model.semantics", "deeplab-tf"], run=False)
+    model = cli.model.model
+    assert model.semantics == "deeplab-tf" and model.build_args["semantics"] == "deeplab-tf"
+    assert model.decoder.align_corners and any(getattr(m, "raw_tap", False) for m in model.encoder.modules())
+    pl.seed_everything(0)
+    data = tiny_data()
+    module = tiny_module(data, semantics="deeplab-tf")
+    before = [p.detach().clone() for p in module.model.parameters()]
+    trainer = tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(module, datamodule=data)
+    assert trainer.global_step == 1 and torch.isfinite(trainer.callback_metrics["train_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.model.parameters(), strict=True))
+    trainer.save_checkpoint(tmp_path / "tf.ckpt")
+    assert load_model(tmp_path / "tf.ckpt").semantics == "deeplab-tf"
 
 
 def test_checkpoint_stores_zoo_meta(tmp_path):

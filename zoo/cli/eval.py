@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from zoo.cli.predict import add_inference_arguments, inference_options
+from zoo.cli.predict import add_inference_arguments, inference_options, positive_int
 from zoo.data import build_dataset
 from zoo.infer.evaluate import evaluate, save_results
 from zoo.infer.predictor import Predictor
@@ -22,12 +22,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", help="split to evaluate (default val)")
     parser.add_argument("--output", required=True, type=Path, help="folder for the plots and metrics.json")
     add_inference_arguments(parser)
+    pad = parser.add_mutually_exclusive_group()
+    pad.add_argument(
+        "--pad-to",
+        type=positive_int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=None,
+        help="pad each image at the bottom/right to at least HxW with the model's mean colour, crop the logits back "
+        "(default: DeepLab's eval crop for a converted TF DeepLab model: 513 513 on voc, 1025 2049 on cityscapes)",
+    )
+    pad.add_argument("--no-pad", action="store_true", help="evaluate every image as it is, whatever the model")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``zoo eval``; returns the exit code."""
     options = inference_options(args)
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, **options)
+    pad_to = None if args.no_pad else (tuple(args.pad_to) if args.pad_to else args.dataset)
+    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, pad_to=pad_to, **options)
     dataset = build_dataset(args.dataset, root=args.root, split=args.split)
     class_names = list(getattr(dataset, "classes", None) or predictor.class_names or [])
     if len(class_names) != predictor.num_classes:
@@ -36,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     scores = evaluate(predictor, dataset)
     seconds = time.perf_counter() - start
     slide = options["slide"]
-    setting = f"scales {list(options['scales'])}, flip {options['flip']}, slide {slide}"
+    pad = predictor.pad_to
+    setting = f"scales {list(options['scales'])}, flip {options['flip']}, slide {slide}, pad to {pad}"
     print_scores(scores, class_names, title=f"{args.dataset} {args.split}: {len(dataset)} images ({setting})")
     info = {
         "checkpoint": str(args.checkpoint),
@@ -46,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         "scales": list(options["scales"]),
         "flip": options["flip"],
         "slide": [list(v) for v in slide] if slide else None,
+        "pad_to": list(pad) if pad else None,
         "seconds": seconds,
     }
     save_results(scores, class_names, args.output, info)

@@ -94,7 +94,7 @@ def resolve_palette(
     raise ValueError(f"--palette must be one of voc, cityscapes, auto; got {choice!r}")
 
 
-def _pair(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
@@ -110,10 +110,14 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--flip", action="store_true", help="average with the horizontally mirrored image")
     group.add_argument("--slide", action="store_true", help="sliding-window inference (windows of --crop)")
-    group.add_argument("--crop", type=_pair, nargs=2, metavar=("H", "W"), default=None, help="window size (513 513)")
-    group.add_argument("--stride", type=_pair, nargs=2, metavar=("H", "W"), default=None, help="window step (2/3 crop)")
+    group.add_argument(
+        "--crop", type=positive_int, nargs=2, metavar=("H", "W"), default=None, help="window size (513 513)"
+    )
+    group.add_argument(
+        "--stride", type=positive_int, nargs=2, metavar=("H", "W"), default=None, help="window step (2/3 crop)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--batch-size", type=_pair, default=1, help="images (or windows) per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="images (or windows) per forward pass")
 
 
 def inference_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """Evaluation of a predictor on a dataset split, the DeepLab evaluation protocol (``zoo eval``).
 
 Every image is segmented at its full resolution (no resize; optionally multi-scale + flip and a sliding
-window, see :func:`zoo.infer.tta.infer_logits`), one confusion matrix is accumulated over the whole split
-with torchmetrics (pixels labelled 255 left out), and the per-class IoU and the mean IoU over the classes
-present in the ground truth or the prediction are reported. The command prints a per-class IoU table and
-writes ``confusion_matrix.png``, ``class_iou.png`` and ``metrics.json`` to its output folder.
+window, see :func:`zoo.infer.tta.infer_logits`; optionally padded at the bottom and right to a fixed size first,
+as TF DeepLab's eval pads to its eval crop, see :func:`zoo.infer.predictor.deeplab_eval_crop`), one confusion
+matrix is accumulated over the whole split with torchmetrics (pixels labelled 255 left out), and the per-class
+IoU and the mean IoU over the classes present in the ground truth or the prediction are reported. The command
+prints a per-class IoU table and writes ``confusion_matrix.png``, ``class_iou.png`` and ``metrics.json`` to its
+output folder.
 """
 
 from __future__ import annotations

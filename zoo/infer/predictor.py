@@ -17,7 +17,7 @@ from zoo.checkpoint import load_model, read_checkpoint
 from zoo.data.io import to_rgb_uint8
 from zoo.infer.onnx import OnnxModel
 from zoo.infer.optimize import optimize_for_inference
-from zoo.infer.tta import Slide, infer_logits
+from zoo.infer.tta import DEEPLAB_TF_EVAL_CROP, Slide, infer_logits, pad_to_size
 
 
 class Predictor:
@@ -34,6 +34,11 @@ class Predictor:
         flip: average with the mirrored image.
         slide: ``((crop_h, crop_w), (stride_h, stride_w))`` sliding-window inference, or None.
         batch_size: most images or windows per model call (None: all at once).
+        pad_to: ``(height, width)``: pad each image at the bottom and right to at least that size with
+            ``pad_value`` before everything else, and crop the logits back (DeepLab's evaluation protocol); None
+            runs the image as it is.
+        pad_value: RGB fill colour of the padding, 0..1 scale (default: the model's ``mean``, which normalises
+            to zero, as DeepLab pads with its mean pixel).
     """
 
     def __init__(
@@ -48,6 +53,8 @@ class Predictor:
         flip: bool = False,
         slide: Slide | None = None,
         batch_size: int | None = None,
+        pad_to: tuple[int, int] | None = None,
+        pad_value: Sequence[float] | None = None,
     ) -> None:
         self.model = model
         self.num_classes = int(num_classes)
@@ -58,6 +65,13 @@ class Predictor:
         self.flip = bool(flip)
         self.slide = slide
         self.batch_size = batch_size
+        self.pad_to = None if pad_to is None else (int(pad_to[0]), int(pad_to[1]))
+        if self.pad_to is not None and min(self.pad_to) < 1:
+            raise ValueError(f"pad_to must be two positive sizes, got {pad_to!r}")
+        pad_value = pad_value if pad_value is not None else getattr(model, "mean", None)
+        if self.pad_to is not None and pad_value is None:
+            raise ValueError("pad_to needs pad_value: the model has no mean colour to pad with")
+        self.pad_value = None if pad_value is None else tuple(float(v) for v in pad_value)
 
     @classmethod
     def from_checkpoint(
@@ -71,6 +85,7 @@ class Predictor:
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         encoder: str | None = None,
+        pad_to: tuple[int, int] | str | None = None,
         **options: Any,
     ) -> Predictor:
         """A predictor for a ``zoo.save_model`` file or a training (Lightning) checkpoint.
@@ -84,6 +99,10 @@ class Predictor:
             num_classes: the number of classes expected; a checkpoint with another number is an error.
             class_names: the class names expected; a checkpoint with other names is an error.
             encoder: the encoder name expected; a checkpoint built on another encoder is an error.
+            pad_to: ``(height, width)`` to pad every image to (see :class:`Predictor`; the fill colour is the
+                checkpoint's ``mean``), or a dataset name for DeepLab's evaluation protocol there: a converted TF
+                DeepLab model (``semantics="deeplab-tf"``) is padded to TF DeepLab's eval crop of that dataset
+                (:func:`deeplab_eval_crop`), any other model not at all.
             **options: ``scales``, ``flip``, ``slide``, ``batch_size`` (see :class:`Predictor`).
 
         Raises:
@@ -113,12 +132,16 @@ class Predictor:
             model = load_model(path, map_location=device)
             if fast:
                 model = _LazyOptimized(model)
+        if isinstance(pad_to, str):
+            pad_to = deeplab_eval_crop(meta["build_args"], pad_to)
         return cls(
             model,
             num_classes=int(meta["build_args"]["num_classes"]),
             class_names=meta.get("class_names"),
             palette=meta.get("palette"),
             device=device,
+            pad_to=pad_to,
+            pad_value=meta["build_args"].get("mean"),
             **options,
         )
 
@@ -129,9 +152,13 @@ class Predictor:
     def logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Averaged logits ``N×C×H×W`` of images of one size (``H×W×3`` uint8 RGB)."""
         x = self._tensor(images)
-        return infer_logits(
+        height, width = x.shape[-2:]
+        if self.pad_to is not None:
+            x = pad_to_size(x, self.pad_to, self.pad_value)
+        logits = infer_logits(
             self.model, x, scales=self.scales, flip=self.flip, slide=self.slide, batch_size=self.batch_size
         )
+        return logits[..., :height, :width]
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """The ``H×W`` class-index mask (uint8, or int32 above 256 classes) of an ``H×W×3`` uint8 RGB image."""
@@ -169,6 +196,19 @@ class _LazyOptimized:
         return self.optimized(x)
 
 
+def deeplab_eval_crop(build_args: dict[str, Any], dataset: str) -> tuple[int, int] | None:
+    """The size DeepLab's evaluation pads every image of ``dataset`` to, for a model with ``build_args``.
+
+    TF DeepLab's eval pads each image at the bottom and right to its eval crop (513x513 for VOC, 1025x2049 for
+    Cityscapes) with the mean pixel, and the mask with the ignore label; with ``align_corners=True`` resizes the
+    padding changes the logits of the image itself, so a converted model (``semantics="deeplab-tf"``) reproduces
+    the published numbers only padded the same way. Other models and other datasets: None (no padding).
+    """
+    if build_args.get("semantics") != "deeplab-tf":
+        return None
+    return DEEPLAB_TF_EVAL_CROP.get(dataset)
+
+
 def _check_expected(
     meta: dict[str, Any],
     source: str | Path,
@@ -194,4 +234,4 @@ def _check_expected(
         raise ValueError(f"{source} was built on encoder {args['encoder']!r}, expected {encoder!r} (--encoder)")
 
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "deeplab_eval_crop"]

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 
 Slide = tuple[tuple[int, int], tuple[int, int]]
 DEEPLAB_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+# TF DeepLab's eval crop per dataset (``eval.py --eval_crop_size`` in its published instructions): every image is
+# padded at the bottom and right to it (mean pixel; ignore label in the mask) before the forward pass.
+DEEPLAB_TF_EVAL_CROP = {"voc": (513, 513), "cityscapes": (1025, 2049)}
 
 
 def window_starts(size: int, crop: int, stride: int) -> list[int]:
@@ -32,6 +35,29 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
         return [0]
     count = math.ceil((size - crop) / stride) + 1
     return sorted({min(i * stride, size - crop) for i in range(count)})
+
+
+def pad_to_size(images: torch.Tensor, size: tuple[int, int], value: Sequence[float]) -> torch.Tensor:
+    """Pad ``N×C×H×W`` images at the bottom and right to at least ``size`` with one value per channel.
+
+    A side already as long as ``size`` or longer is left as it is (TF DeepLab's ``pad_to_bounding_box`` at
+    offset 0 to ``max(size, image)``).
+
+    Args:
+        images: the batch.
+        size: (height, width) to pad to.
+        value: the fill value of each channel (e.g. the model's mean colour, which normalises to zero).
+    """
+    height, width = images.shape[-2:]
+    target = (max(height, int(size[0])), max(width, int(size[1])))
+    if target == (height, width):
+        return images
+    if len(value) != images.shape[1]:
+        raise ValueError(f"pad value needs one number per channel ({images.shape[1]}), got {list(value)}")
+    fill = torch.tensor([float(v) for v in value], dtype=images.dtype, device=images.device)
+    padded = fill.view(1, -1, 1, 1).repeat(images.shape[0], 1, *target)
+    padded[..., :height, :width] = images
+    return padded
 
 
 def _check_slide(slide: Slide | None) -> Slide | None:
@@ -140,4 +166,4 @@ def infer_logits(
     return total / len(scales)
 
 
-__all__ = ["DEEPLAB_SCALES", "infer_logits", "window_starts"]
+__all__ = ["DEEPLAB_SCALES", "DEEPLAB_TF_EVAL_CROP", "infer_logits", "pad_to_size", "window_starts"]

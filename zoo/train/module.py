@@ -37,6 +37,7 @@ class SegmentationModule(pl.LightningModule):
         decoder_kwargs: extra decoder arguments.
         mean: the model's input normalisation mean (RGB, 0..1 scale); default: the encoder's.
         std: the model's input normalisation std; default: the encoder's.
+        semantics: "zoo" or "deeplab-tf" (TF DeepLab's forward pass, e.g. to fine-tune a converted model).
         aux_weight: weight of the auxiliary loss.
         loss: the training loss by name, or a weighted sum of names: "ce" (default), "dice", "focal", "lovasz",
             "ohem", e.g. "ce+0.5*dice" (:func:`zoo.train.losses.build_loss`).
@@ -73,6 +74,7 @@ class SegmentationModule(pl.LightningModule):
         decoder_kwargs: dict[str, Any] | None = None,
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
+        semantics: Literal["zoo", "deeplab-tf"] = "zoo",
         aux_weight: float = 0.4,
         loss: str = "ce",
         ignore_index: int = IGNORE_INDEX,
@@ -106,6 +108,7 @@ class SegmentationModule(pl.LightningModule):
             encoder_kwargs=encoder_kwargs,
             mean=mean,
             std=std,
+            semantics=semantics,
             **(decoder_kwargs or {}),
         )
         parse_loss(loss)  # a misspelt loss fails here, before any data is read
