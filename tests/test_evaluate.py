@@ -63,6 +63,31 @@ def test_eval_prints_miou_and_writes_plots(
             assert image.size[0] > 100 and image.size[1] > 100
 
 
+def test_eval_metric_set_show_dir_and_no_overwrite(
+    data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, checkpoint = data
+    argv = ["eval", "--checkpoint", str(checkpoint), "--dataset", "voc", "--root", str(root), "--split", "val",
+            "--output", str(tmp_path / "eval"), "--show-dir", str(tmp_path / "show")]  # fmt: skip
+    assert main(argv) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    cm = np.array(metrics["confusion_matrix"], dtype=np.float64)
+    tp, truth, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    present = truth > 0
+    assert metrics["aacc"] == pytest.approx(tp.sum() / cm.sum())
+    assert metrics["macc"] == pytest.approx((tp[present] / truth[present]).mean())
+    union = (truth + predicted) > 0
+    assert metrics["mdice"] == pytest.approx((2 * tp[union] / (truth + predicted)[union]).mean())
+    names = sorted(p.name for p in (tmp_path / "show" / "pred").iterdir())
+    assert names == ["shapes_val_00000.png", "shapes_val_00001.png"]
+    with Image.open(tmp_path / "show" / "vis" / names[0]) as vis:
+        assert vis.size[0] == 3 * 48 and vis.size[1] > 48  # image | prediction | truth, above a legend
+    capsys.readouterr()
+    assert main(argv) == 2  # the results are there already
+    assert "metrics.json exists; pass --force" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0
+
+
 @pytest.mark.slow
 def test_eval_with_tta_and_slide(data: tuple[Path, Path], tmp_path: Path) -> None:
     root, checkpoint = data

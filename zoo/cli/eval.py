@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from zoo.cli.predict import add_inference_arguments, inference_options, positive_int
 from zoo.data import build_dataset
+from zoo.data.io import voc_palette, write_image, write_mask
 from zoo.infer.evaluate import evaluate, save_results
 from zoo.infer.predictor import Predictor
 from zoo.metrics import print_scores
+from zoo.viz import overlay, with_legend
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,8 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="zoo.save_model file or Lightning checkpoint")
     parser.add_argument("--dataset", required=True, help="dataset name (voc, cityscapes, folder, shapes)")
     parser.add_argument("--root", required=True, type=Path, help="dataset root folder")
-    parser.add_argument("--split", default="val", help="split to evaluate (default val)")
+    parser.add_argument("--split", default="val", help="split to evaluate (default val; 'all': a folder's every image)")
     parser.add_argument("--output", required=True, type=Path, help="folder for the plots and metrics.json")
+    parser.add_argument("--show-dir", type=Path, default=None, help="write pred/ masks and vis/ image|pred|truth")
+    parser.add_argument("--force", action="store_true", help="replace the results already in --output")
     add_inference_arguments(parser)
     pad = parser.add_mutually_exclusive_group()
     pad.add_argument(
@@ -35,17 +44,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pad.add_argument("--no-pad", action="store_true", help="evaluate every image as it is, whatever the model")
 
 
+def _shower(folder: Path | None, class_names: list[str], palette: list) -> Callable | None:
+    """What ``--show-dir`` writes for each item: the predicted mask, and image | prediction | truth with a legend."""
+    if folder is None:
+        return None
+
+    def show(item: dict[str, Any], prediction: np.ndarray) -> None:
+        image, truth, name = item["image"], np.asarray(item["mask"]), item.get("name", "image")
+        write_mask(folder / "pred" / f"{name}.png", prediction, palette)
+        panels = np.concatenate([image, overlay(image, prediction, palette), overlay(image, truth, palette)], axis=1)
+        write_image(
+            folder / "vis" / f"{name}.png", with_legend(panels, np.stack([prediction, truth]), class_names, palette)
+        )
+
+    return show
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``zoo eval``; returns the exit code."""
+    if (args.output / "metrics.json").exists() and not args.force:
+        raise ValueError(f"{args.output / 'metrics.json'} exists; pass --force to replace it, or another --output")
     options = inference_options(args)
     pad_to = None if args.no_pad else (tuple(args.pad_to) if args.pad_to else args.dataset)
     predictor = Predictor.from_checkpoint(args.checkpoint, args.device, pad_to=pad_to, **options)
-    dataset = build_dataset(args.dataset, root=args.root, split=args.split)
+    dataset = build_dataset(args.dataset, root=args.root, split=None if args.split == "all" else args.split)
     class_names = list(getattr(dataset, "classes", None) or predictor.class_names or [])
     if len(class_names) != predictor.num_classes:
         class_names = [str(i) for i in range(predictor.num_classes)]
+    if predictor.class_names is not None and list(predictor.class_names) != class_names:
+        print(
+            f"zoo eval: warning: {args.checkpoint} was trained on classes {predictor.class_names}, "
+            f"the dataset has {class_names}; scores follow the dataset's order",
+            file=sys.stderr,
+        )
+    show = _shower(args.show_dir, class_names, predictor.palette or voc_palette(len(class_names)))
     start = time.perf_counter()
-    scores = evaluate(predictor, dataset)
+    scores = evaluate(predictor, dataset, show=show)
     seconds = time.perf_counter() - start
     slide = options["slide"]
     pad = predictor.pad_to

@@ -12,7 +12,7 @@ output folder.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,20 @@ from zoo.metrics import SegmentationScores, confusion_matrix_metric, scores_from
 from zoo.viz import plot_class_iou, plot_confusion_matrix
 
 
-def evaluate(predictor: Predictor, dataset: Any, *, progress: bool = True) -> SegmentationScores:
+def evaluate(
+    predictor: Predictor,
+    dataset: Any,
+    *,
+    progress: bool = True,
+    show: Callable[[dict[str, Any], np.ndarray], None] | None = None,
+) -> SegmentationScores:
     """Scores of a :class:`~zoo.infer.predictor.Predictor` on a dataset (items without transform: uint8 image and mask).
 
     Args:
         predictor: the predictor (its scales/flip/slide options apply).
         dataset: a dataset whose items are ``dict(image=H×W×3 uint8, mask=H×W train ids, 255 = ignore)``.
         progress: show a progress bar.
+        show: called with each item and its predicted mask (``zoo eval --show-dir`` writes them).
 
     Raises:
         ValueError: the dataset and the predictor disagree on the number of classes, or an image and its mask
@@ -41,7 +48,7 @@ def evaluate(predictor: Predictor, dataset: Any, *, progress: bool = True) -> Se
     num_classes = int(getattr(dataset, "num_classes", predictor.num_classes))
     if num_classes != predictor.num_classes:
         raise ValueError(f"the dataset has {num_classes} classes, the checkpoint predicts {predictor.num_classes}")
-    metric = confusion_matrix_metric(num_classes, IGNORE_INDEX)
+    metric = confusion_matrix_metric(num_classes, getattr(dataset, "ignore_index", IGNORE_INDEX))
     for index in track(range(len(dataset)), description="eval", transient=True, disable=not progress):
         item = dataset[index]
         image, mask = item["image"], np.asarray(item["mask"])
@@ -49,6 +56,8 @@ def evaluate(predictor: Predictor, dataset: Any, *, progress: bool = True) -> Se
             name = item.get("name", index)
             raise ValueError(f"{name}: image {image.shape[:2]} and mask {mask.shape[:2]} differ in size")
         prediction = predictor.predict(image)
+        if show is not None:
+            show(item, prediction)
         metric.update(torch.from_numpy(prediction.astype(np.int64)), torch.from_numpy(mask.astype(np.int64)))
     return scores_from_confusion(metric.compute())
 
@@ -58,8 +67,7 @@ def save_results(scores: SegmentationScores, class_names: Sequence[str], output:
     output.mkdir(parents=True, exist_ok=True)
     plot_confusion_matrix(scores.confusion.cpu().numpy(), class_names, output / "confusion_matrix.png")
     plot_class_iou(scores.iou.cpu().numpy(), class_names, output / "class_iou.png")
-    ious = {str(n): (None if v != v else v) for n, v in zip(class_names, scores.iou.tolist(), strict=True)}
-    metrics = {"miou": scores.miou, "pixel_accuracy": scores.pixel_accuracy, "iou": ious, **info}
+    metrics = {**scores.as_dict(class_names), **info}
     metrics["confusion_matrix"] = scores.confusion.cpu().tolist()
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
