@@ -60,5 +60,10 @@ class Encoder(nn.Module):
             raise ValueError(f"{type(self).__name__} has no feature at reduction {reduction}; has {self.reductions()}")
         return found[-1]
 
+    def truncate(self, num_features: int) -> None:
+        """Keep only what the first ``num_features`` taps need (smp's ``encoder_depth`` < 5): later modules are
+        removed, so they neither cost compute nor sit in the model without gradients."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be truncated")
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -479,6 +479,12 @@ class InceptionEncoder(Encoder):
             x = stage(x)
         return [*features, x]
 
+    def truncate(self, num_features: int) -> None:
+        if num_features >= len(self.feature_info):
+            return
+        self.stages = self.stages[: self._taps[num_features - 1]]  # the last kept stage's output is the last tap
+        self.feature_info = self.feature_info[:num_features]
+
 
 # ---------------------------------------------------------------- weights
 

@@ -36,6 +36,7 @@ class SmpEncoder(nn.Module):
         if not 1 <= depth <= 5:
             raise ValueError(f"depth must be in 1..5, got {depth}")
         self.encoder = build(output_stride=output_stride, **kwargs)
+        self.encoder.truncate(depth)  # build only what the depth needs (PSPNet's default depth is 3)
         self._depth, self._output_stride, self._in_channels = depth, output_stride, 3
         self._out_channels = [3] + [f.channels for f in self.encoder.feature_info]
 

@@ -148,6 +148,7 @@ class XceptionBlock(nn.Module):
         super().__init__()
         self.pre_act = spec.pre_act
         self.raw_tap = tap == "raw"
+        self.tap_only = False
         self.residual = residual and spec.skip
         mid = _ACTIVATIONS[mid_activation] if mid_activation else None
         if not spec.pre_act:
@@ -179,12 +180,19 @@ class XceptionBlock(nn.Module):
                 y = torch.relu(y) if i == 0 or (i == 2 and self.raw_tap) else torch.relu_(y)
             tap = raw if self.raw_tap else y
             y = conv(y)
+        if self.tap_only:  # cut after its second conv (see drop_after_tap): the tap is all it computes
+            return y, y if self.raw_tap or not self.pre_act else torch.relu(y)
         if self.residual:
             y = y + (self.shortcut(x) if self.shortcut is not None else x)
         return y, tap
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_tap(x)[0]
+
+    def drop_after_tap(self) -> None:
+        """Remove the last separable conv and the shortcut: the block then only computes its tap."""
+        self.convs = self.convs[:2]
+        self.shortcut, self.residual, self.tap_only = None, False, True
 
 
 def scale_channels(chs: int, width: float, divisor: int) -> int:
@@ -268,6 +276,14 @@ class AlignedXception(Encoder):
             in_chs = spec.out_chs[-1]
         self.feature_info.append(FeatureInfo(in_chs, reduction))
 
+    def truncate(self, num_features: int) -> None:
+        if num_features >= len(self.feature_info):
+            return
+        last = sorted(self._taps)[num_features - 1]
+        self.blocks = self.blocks[: last + 1]
+        self.blocks[last].drop_after_tap()
+        self.feature_info = self.feature_info[:num_features]
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         features = []
@@ -275,6 +291,8 @@ class AlignedXception(Encoder):
             if i in self._taps:
                 x, tap = block.forward_with_tap(x)
                 features.append(tap)
+                if len(features) == len(self.feature_info):
+                    return features
             else:
                 x = block(x)
         return [*features, x]

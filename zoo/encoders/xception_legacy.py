@@ -179,6 +179,14 @@ class LegacyXception(Encoder):
         )
         self.feature_info.append(FeatureInfo(ch(2048), reduction))
 
+    def truncate(self, num_features: int) -> None:
+        if num_features >= len(self.feature_info):
+            return
+        taps = sorted(self._taps)
+        self.blocks = self.blocks[: taps[num_features - 2]] if num_features > 1 else self.blocks[:0]
+        self.tail = nn.ReLU() if num_features > 1 else None  # the next tap: the last kept block's output, ReLU'd
+        self.feature_info = self.feature_info[:num_features]
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
         features = [x]
@@ -186,7 +194,7 @@ class LegacyXception(Encoder):
             if i in self._taps:
                 features.append(torch.relu(x))
             x = block(x)
-        return [*features, self.tail(x)]
+        return features if self.tail is None else [*features, self.tail(x)]
 
 
 def _rep(m: re.Match) -> str:
