@@ -20,6 +20,10 @@ from zoo.models import build_model
 from zoo.viz import overlay, plot_class_iou, plot_confusion_matrix
 
 
+class NonFiniteLossError(ValueError):
+    """The training loss is NaN or infinite."""
+
+
 class SegmentationModule(pl.LightningModule):
     """Model, loss, optimizer and metrics of semantic segmentation training.
 
@@ -120,6 +124,11 @@ class SegmentationModule(pl.LightningModule):
             self.log("train_aux_loss", aux)
         else:
             loss = self._loss(out, batch["mask"])
+        if not torch.isfinite(loss):  # stop before the optimizer step spreads NaN into the weights
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at step {self.global_step} (batch {batch_idx}); stopped before the "
+                "optimizer step, no checkpoint written: lower model.lr or check the data"
+            )
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
@@ -199,4 +208,4 @@ class SegmentationModule(pl.LightningModule):
         checkpoint["zoo"] = self.zoo_meta()
 
 
-__all__ = ["SegmentationModule"]
+__all__ = ["NonFiniteLossError", "SegmentationModule"]
