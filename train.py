@@ -18,4 +18,4 @@ import sys
 from zoo.cli.train import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

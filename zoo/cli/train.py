@@ -172,8 +172,8 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> SegmentationCLI
     )
 
 
-def main(argv: list[str]) -> int:
-    """``zoo train SUBCOMMAND ...``: run LightningCLI with ``argv``; returns the exit code.
+def main(argv: list[str] | None = None) -> int:
+    """``zoo train SUBCOMMAND ...``: run LightningCLI with ``argv`` (default: ``sys.argv[1:]``); returns the exit code.
 
     0: done; 2: a user error (one line naming the file or setting); 143: stopped by SIGTERM after saving
     ``last.ckpt`` (resume with ``--ckpt_path last``); 1: stopped by SIGINT (Lightning's exit code).
