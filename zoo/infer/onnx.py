@@ -214,11 +214,11 @@ def _check_finite(model: nn.Module, x: torch.Tensor) -> None:
     bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
     if bad:
         raise ValueError(f"non-finite weights (NaN or infinity) in {', '.join(bad[:3])}: not exported")
-    with torch.no_grad():
-        if not model(x).isfinite().all():
-            raise ValueError("the model's logits hold NaN or infinity: not exported")
+    if not model(x).isfinite().all():
+        raise ValueError("the model's logits hold NaN or infinity: not exported")
 
 
+@torch.no_grad()
 def onnx_max_difference(model: nn.Module, path: str | Path, x: torch.Tensor) -> float:
     """Max abs difference between ``model(x)`` and the ONNX file's output for ``x`` (CPU).
 
