@@ -2,7 +2,7 @@
 
     python train.py fit --config configs/quickstart.yaml
     python train.py fit --config configs/deeplabv3plus_xception65-os16_16x513_voc-aug.yaml --data.root DIR
-    python train.py fit --config CONFIG --ckpt_path runs/NAME/version_0/checkpoints/last.ckpt   # resume
+    python train.py fit --config CONFIG --ckpt_path last        # resume the newest run of CONFIG in its own folder
     python train.py validate --config CONFIG --ckpt_path BEST.ckpt
     python train.py test --config CONFIG --ckpt_path BEST.ckpt --model.test_flip true
     python train.py fit --config CONFIG --print_config                                         # resolved config
@@ -13,7 +13,9 @@ process). Several nodes: add ``--trainer.num_nodes N`` and launch one process pe
 (or ``srun`` under SLURM); Lightning detects the cluster from the environment (TorchElastic, SLURM).
 """
 
-from zoo.cli.train import cli_main
+import sys
+
+from zoo.cli.train import main
 
 if __name__ == "__main__":
-    cli_main()
+    sys.exit(main())

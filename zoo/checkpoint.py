@@ -83,8 +83,14 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"{path} holds objects other than tensors and plain data; not loaded ({first})") from None
+        # weights_only names the first class or function the file would have imported; anything else (an unknown
+        # opcode, a bad header) means the bytes are not a pickle of a checkpoint at all
+        blocked = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line or "global" in line]
+        if blocked:
+            raise ValueError(
+                f"{path} holds objects other than tensors and plain data; not loaded ({blocked[0]})"
+            ) from None
+        raise ValueError(f"{path} is not a checkpoint: it is {describe_file(path)}") from None
     except (RuntimeError, EOFError, OSError, ValueError, UnicodeDecodeError, AttributeError):
         raise ValueError(f"{path} is not a checkpoint: it is {describe_file(path)}") from None
     if not isinstance(checkpoint, dict) or "zoo" not in checkpoint or "state_dict" not in checkpoint:

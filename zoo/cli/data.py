@@ -23,10 +23,13 @@ def add_arguments(data: argparse.ArgumentParser) -> None:
     commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
     shapes = commands.add_parser("make-shapes", help="write the synthetic shapes data in Pascal VOC layout")
-    shapes.add_argument("--root", type=Path, required=True, help="output folder")
+    shapes.add_argument("--root", type=Path, required=True, help="output folder: new, empty, or written by make-shapes")
     shapes.add_argument("--num-train", type=int, default=200, help="training images (default: %(default)s)")
     shapes.add_argument("--num-val", type=int, default=40, help="validation images (default: %(default)s)")
     shapes.add_argument("--seed", type=int, default=0, help="data seed (default: %(default)s)")
+    shapes.add_argument(
+        "--force", action="store_true", help="write into a non-empty folder the zoo did not write (replacing files)"
+    )
     shapes.set_defaults(data_func=run_make_shapes)
 
     check = commands.add_parser(
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_make_shapes(args: argparse.Namespace) -> int:
     """Write the shapes data; returns the exit code."""
-    root = write_shapes(args.root, num_train=args.num_train, num_val=args.num_val, seed=args.seed)
+    root = write_shapes(args.root, num_train=args.num_train, num_val=args.num_val, seed=args.seed, force=args.force)
     Console().print(f"wrote {args.num_train} train + {args.num_val} val shapes images to {root} (VOC layout)")
     return 0
 

@@ -17,7 +17,7 @@ import yaml
 
 from zoo.cli.train import cli_main
 from zoo.data.io import write_image
-from zoo.data.shapes import write_shapes
+from zoo.data.shapes import ensure_shapes
 from zoo.infer.predictor import Predictor
 from zoo.viz import overlay, with_legend
 
@@ -65,9 +65,8 @@ def run(args: argparse.Namespace) -> int:
     data_cfg = (yaml.safe_load(args.config.read_text()) or {}).get("data", {})
     shapes_args = data_cfg.get("write_shapes_if_missing")
     root = Path(data_cfg.get("root") or "data/shapes")
-    if shapes_args is not None and not (root / "classes.txt").is_file():
-        print(f"writing the shapes data to {root} (VOC layout)", flush=True)
-        write_shapes(root, **shapes_args)
+    if shapes_args is not None and ensure_shapes(root, **shapes_args):
+        print(f"wrote the shapes data to {root} (VOC layout)", flush=True)
 
     cli = cli_main(["fit", "--config", str(args.config), *args.overrides])
     trainer, module, data = cli.trainer, cli.model, cli.datamodule

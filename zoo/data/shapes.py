@@ -7,13 +7,15 @@ item depends only on the seed, the split and its index (not on workers or the or
 
 ``ShapesDataset`` draws items in memory; ``write_shapes`` writes the same images in Pascal VOC
 layout (``JPEGImages/``, palette PNGs in ``SegmentationClass/``, ``ImageSets/Segmentation/``, and
-``classes.txt``) so that the file readers can be trained on them.
+``classes.txt``) so that the file readers can be trained on them. It writes only into a new or empty folder or
+one it wrote before (marked by the file ``.zoo-shapes``), so a real dataset root is never overwritten.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -30,6 +32,7 @@ SHAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 DEFAULT_NUM_IMAGES: dict[str, int] = {"train": 200, "val": 40, "test": 40}
+MARKER = ".zoo-shapes"  # written first into every folder write_shapes fills: the folder is the zoo's own
 
 # Base fill colour of each foreground class (RGB); each shape jitters it.
 _FILL = {1: (220, 60, 50), 2: (60, 190, 70), 3: (60, 90, 220), 4: (230, 200, 40)}
@@ -154,12 +157,29 @@ class ShapesDataset(Dataset):
         return item
 
 
+def shapes_root_state(root: str | Path) -> Literal["new", "ours", "foreign"]:
+    """Whether ``write_shapes`` may write into ``root``.
+
+    Returns:
+        "new" (missing or empty folder), "ours" (it holds the marker file ``write_shapes`` writes first) or
+        "foreign" (anything else: a user's folder, never written without ``force``).
+    """
+    root = Path(root)
+    if (root / MARKER).is_file():
+        return "ours"
+    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
+        return "new"
+    return "foreign"
+
+
 def write_shapes(
     root: str | Path,
     num_train: int = 200,
     num_val: int = 40,
     seed: int = 0,
     size: int = 128,
+    *,
+    force: bool = False,
 ) -> Path:
     """Write the shapes data in Pascal VOC layout.
 
@@ -169,18 +189,31 @@ def write_shapes(
     (up to JPEG compression of the images).
 
     Args:
-        root: output folder (created if missing; existing files of the same names are replaced).
+        root: output folder: a new or empty folder, or one this function wrote before (its files of the same names
+            are replaced).
         num_train: number of training images.
         num_val: number of validation images.
         seed: data seed.
         size: image height and width in pixels.
+        force: also write into a non-empty folder that holds other files.
 
     Returns:
         ``root`` as a Path.
+
+    Raises:
+        FileExistsError: ``root`` is a non-empty folder this function did not write, and ``force`` is not set.
     """
     if num_train < 1 or num_val < 1:
         raise ValueError(f"write_shapes: num_train and num_val must be positive, got {num_train} and {num_val}")
     root = Path(root)
+    if shapes_root_state(root) == "foreign" and not force:
+        raise FileExistsError(
+            f"{root} is not empty and holds no {MARKER} marker (it was not written by the zoo): not writing the "
+            "shapes data into it; choose a new or empty folder, or pass --force to overwrite"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    args = {"num_train": num_train, "num_val": num_val, "seed": seed, "size": size}
+    (root / MARKER).write_text(json.dumps(args) + "\n")  # claim the folder before writing anything else
     images, masks, lists = root / "JPEGImages", root / "SegmentationClass", root / "ImageSets" / "Segmentation"
     for folder in (images, masks, lists):
         folder.mkdir(parents=True, exist_ok=True)
@@ -200,8 +233,48 @@ def write_shapes(
     split_ids["trainval"] = split_ids["train"] + split_ids["val"]
     for split, names in split_ids.items():
         (lists / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
-    (root / "classes.txt").write_text("".join(f"{c}\n" for c in SHAPES_CLASSES))
+    (root / "classes.txt").write_text("".join(f"{c}\n" for c in SHAPES_CLASSES))  # last: the data is complete
     return root
 
 
-__all__ = ["SHAPES_CLASSES", "SHAPES_PALETTE", "ShapesDataset", "make_shapes_item", "write_shapes"]
+def ensure_shapes(root: str | Path, **kwargs: Any) -> bool:
+    """Write the shapes data into ``root`` unless a complete copy is there; never into a folder of other files.
+
+    Args:
+        root: a new or empty folder, or one :func:`write_shapes` wrote.
+        **kwargs: arguments of :func:`write_shapes` (num_train, num_val, seed, size).
+
+    Returns:
+        True if the data was written, False if ``root`` already held it.
+
+    Raises:
+        ValueError: ``root`` holds files the zoo did not write (it is left untouched).
+    """
+    root = Path(root)
+    check_shapes_root(root)
+    if shapes_root_state(root) == "ours" and (root / "classes.txt").is_file():
+        return False
+    write_shapes(root, **kwargs)
+    return True
+
+
+def check_shapes_root(root: str | Path) -> None:
+    """Raise ValueError naming ``root`` if it holds files the zoo did not write (see :func:`ensure_shapes`)."""
+    if shapes_root_state(root) == "foreign":
+        raise ValueError(
+            f"data.root {root} holds files the zoo did not write (no {MARKER} marker): write_shapes_if_missing "
+            "writes only into a new or empty folder; to train on this folder, remove data.write_shapes_if_missing"
+        )
+
+
+__all__ = [
+    "MARKER",
+    "SHAPES_CLASSES",
+    "SHAPES_PALETTE",
+    "ShapesDataset",
+    "check_shapes_root",
+    "ensure_shapes",
+    "make_shapes_item",
+    "shapes_root_state",
+    "write_shapes",
+]

@@ -66,7 +66,8 @@ def export_onnx(
         tolerance: largest allowed max abs difference of the logits when ``check`` is set.
 
     Raises:
-        ValueError: ``opset`` below 17, or ONNX Runtime's logits differ from PyTorch's by more than ``tolerance``.
+        ValueError: ``opset`` below 17, non-finite weights or logits (nothing is written), or ONNX Runtime's logits
+            differ from PyTorch's by more than ``tolerance`` (or are not finite).
     """
     import onnx
 
@@ -81,6 +82,7 @@ def export_onnx(
     (height, width), other = _example_sizes(divisor)
     example = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
     try:
+        _check_finite(wrapped, example)
         proto = _export_proto(wrapped, example, opset)
         if meta is None and isinstance(model, SegmentationModel):
             meta = model_meta(model)
@@ -92,7 +94,7 @@ def export_onnx(
             for size in ((height, width), other):
                 x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(1))
                 diff = onnx_max_difference(wrapped, path, x)
-                if diff > tolerance:
+                if not diff <= tolerance:  # NaN fails too
                     raise ValueError(f"{path}: ONNX Runtime's logits differ from PyTorch's by {diff:.3g} at {size}")
     finally:
         model.to(device).train(was_training)
@@ -204,6 +206,16 @@ def ort_session(model: bytes, *, num_threads: int | None = None, device: str = "
     if num_threads:
         options.intra_op_num_threads = num_threads
     return ort.InferenceSession(model, options, providers=providers)
+
+
+@torch.no_grad()
+def _check_finite(model: nn.Module, x: torch.Tensor) -> None:
+    """Raise ValueError if the model's weights or its logits for ``x`` hold NaN or infinity (nothing is exported)."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise ValueError(f"non-finite weights (NaN or infinity) in {', '.join(bad[:3])}: not exported")
+    if not model(x).isfinite().all():
+        raise ValueError("the model's logits hold NaN or infinity: not exported")
 
 
 @torch.no_grad()

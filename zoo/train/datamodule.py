@@ -1,4 +1,10 @@
-"""The LightningDataModule: datasets by registry name, albumentations pipelines and loaders."""
+"""The LightningDataModule: datasets by registry name, albumentations pipelines and loaders.
+
+Before training, every listed image and mask of the train and val splits is read once (a problem names the file),
+and a train split without one full batch is an error. The training order and augmentations depend only on the seed
+and the position in training (:mod:`zoo.data.sampler`), so a run resumed from a checkpoint sees the same batches as
+an uninterrupted one.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from zoo.data import DATASETS, build_dataset
+from zoo.data.check import check_split
 from zoo.data.io import IGNORE_INDEX, voc_palette
-from zoo.data.shapes import ShapesDataset, write_shapes
+from zoo.data.sampler import ResumableSampler, SeededDraws
+from zoo.data.shapes import ShapesDataset, check_shapes_root, ensure_shapes
 from zoo.data.transforms import eval_transform, seed_worker, train_transform
 
 _CLASS_KWARGS = {"classes", "class_names", "classes_file", "palette"}  # dataset arguments that change the classes
@@ -34,8 +42,11 @@ class SegmentationDataModule(pl.LightningDataModule):
         num_workers: dataloader worker processes.
         dataset_kwargs: extra arguments of the dataset constructor (e.g. ``num_images`` and ``size`` for shapes).
         write_shapes_if_missing: if set, ``root`` is expected to hold the synthetic shapes data in VOC layout and
-            ``prepare_data`` writes it there when ``root/classes.txt`` is missing, with these arguments of
-            ``zoo.datasets.shapes.write_shapes`` (num_train, num_val, seed, size).
+            ``prepare_data`` writes it there when missing, with these arguments of ``zoo.data.shapes.write_shapes``
+            (num_train, num_val, seed, size); only into a new or empty folder or one the zoo wrote (a root holding
+            other files is an error and is left untouched).
+        check_data: before ``fit`` and ``validate``, read every image and mask of the splits they use once (open,
+            sizes agree, mask values in range) and fail naming every bad file.
     """
 
     def __init__(
@@ -53,6 +64,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         dataset_kwargs: dict[str, Any] | None = None,
         write_shapes_if_missing: dict[str, Any] | None = None,
+        check_data: bool = True,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -60,6 +72,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.datasets: dict[str, Any] = {}
         self._info: dict[str, Any] | None = None
+        self._seed = 0
 
     # ------------------------------------------------------ classes and colours
     def _dataset_info(self) -> dict[str, Any]:
@@ -69,6 +82,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             cls = DATASETS.get(hp.dataset)
             fixed = isinstance(getattr(cls, "classes", None), list) and not _CLASS_KWARGS & set(hp.dataset_kwargs or {})
             if hp.write_shapes_if_missing is not None:  # what prepare_data writes (or wrote) there
+                self._check_shapes_root()
                 source = ShapesDataset
             elif fixed and (hp.root is None or not Path(hp.root).exists()):
                 source = cls  # the class's own list, without files (e.g. when only parsing a config)
@@ -100,16 +114,18 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self._dataset_info()["palette"]
 
     # ------------------------------------------------------------- datasets
-    def _shapes_written(self) -> bool:
-        return self.hparams.root is not None and (Path(self.hparams.root) / "classes.txt").is_file()
+    def _check_shapes_root(self) -> None:
+        """Fail before anything runs when ``write_shapes_if_missing`` points at a folder the zoo does not own."""
+        root = self.hparams.root
+        if root is None:
+            raise ValueError("write_shapes_if_missing needs data.root: the folder to write the shapes data to")
+        check_shapes_root(root)
 
     def prepare_data(self) -> None:
         hp = self.hparams
         if hp.write_shapes_if_missing is not None:
-            if hp.root is None:
-                raise ValueError("write_shapes_if_missing needs data.root: the folder to write the shapes data to")
-            if not self._shapes_written():
-                write_shapes(hp.root, **hp.write_shapes_if_missing)
+            self._check_shapes_root()
+            ensure_shapes(hp.root, **hp.write_shapes_if_missing)
 
     def build_split(self, split: str, transform: Any = None) -> Any:
         """The dataset of one split, built from this module's dataset name, root and dataset_kwargs."""
@@ -122,37 +138,66 @@ class SegmentationDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         hp = self.hparams
         if stage == "fit" and "train" not in self.datasets:
-            seed = int(torch.randint(0, 2**31 - 1, ()).item())  # from the global seed; workers reseed (seed_worker)
+            self._seed = int(torch.randint(0, 2**31 - 1, ()).item())  # from the global seed
             transform = train_transform(
-                hp.crop_size, scale=tuple(hp.scale), hflip=hp.hflip, seed=seed, ignore_index=self.ignore_index
+                hp.crop_size, scale=tuple(hp.scale), hflip=hp.hflip, seed=self._seed, ignore_index=self.ignore_index
             )
-            self.datasets["train"] = self.build_split(hp.train_split, transform)
+            self.datasets["train"] = self._checked(hp.train_split, self.build_split(hp.train_split, transform))
+            self._check_batch_size(hp.train_split, len(self.datasets["train"]))
         if stage in ("fit", "validate") and "val" not in self.datasets:
-            self.datasets["val"] = self.build_split(hp.val_split, eval_transform())
+            self.datasets["val"] = self._checked(hp.val_split, self.build_split(hp.val_split, eval_transform()))
         if stage == "test" and "test" not in self.datasets:
             self.datasets["test"] = self.build_split(hp.test_split or hp.val_split, eval_transform())
 
-    def _loader(self, key: str, batch_size: int, train: bool) -> DataLoader:
+    def _checked(self, split: str, dataset: Any) -> Any:
+        """``dataset`` after reading each of its files once (``check_data``); raises naming every bad file."""
+        if not self.hparams.check_data or not hasattr(dataset, "load"):
+            return dataset
+        _, _, problems = check_split(dataset, workers=max(2, self.hparams.num_workers))
+        if problems:
+            shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
+            raise ValueError(f"{self.hparams.dataset} split {split!r}: {len(problems)} bad item(s): {shown}")
+        return dataset
+
+    def _processes(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _check_batch_size(self, split: str, size: int) -> None:
+        world, _ = self._processes()
+        if size < self.hparams.batch_size * world:
+            raise ValueError(
+                f"train split {split!r} has {size} images, fewer than data.batch_size {self.hparams.batch_size} "
+                f"x {world} process(es): no full training batch (the last incomplete batch is dropped)"
+            )
+
+    def _loader(self, dataset: Any, batch_size: int, **kwargs: Any) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
-            self.datasets[key],
+            dataset,
             batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
             num_workers=workers,
             worker_init_fn=seed_worker if workers > 0 else None,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self._seed),  # worker seeds, not the global random state
+            **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.hparams.batch_size, train=True)
+        """Shuffled full batches, continuing from the trainer's step when a run resumes."""
+        trainer = self.trainer
+        start = trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
+        world, rank = self._processes()
+        dataset, batch_size = self.datasets["train"], self.hparams.batch_size
+        sampler = ResumableSampler(len(dataset), batch_size, self._seed, start, num_replicas=world, rank=rank)
+        return self._loader(SeededDraws(dataset, self._seed), batch_size, sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.hparams.val_batch_size, train=False)
+        return self._loader(self.datasets["val"], self.hparams.val_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.hparams.val_batch_size, train=False)
+        return self._loader(self.datasets["test"], self.hparams.val_batch_size)
 
 
 __all__ = ["SegmentationDataModule"]

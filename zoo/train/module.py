@@ -23,6 +23,10 @@ from zoo.train.losses import build_loss, parse_loss
 from zoo.viz import overlay, plot_class_iou, plot_confusion_matrix
 
 
+class NonFiniteTrainingError(ValueError):
+    """The training loss, or the weights after an optimizer step, hold NaN or infinity."""
+
+
 class SegmentationModule(pl.LightningModule):
     """Model, loss, optimizer and metrics of semantic segmentation training.
 
@@ -149,8 +153,24 @@ class SegmentationModule(pl.LightningModule):
             self.log("train_aux_loss", aux)
         else:
             loss = self._loss(out, batch["mask"])
+        if not torch.isfinite(loss):  # stop before the optimizer step spreads NaN into the weights
+            raise NonFiniteTrainingError(
+                f"training loss is {loss.item()} at step {self.global_step} (batch {batch_idx}); stopped before the "
+                "optimizer step, no checkpoint written: lower model.lr or check the data"
+            )
         self.log("train_loss", loss, prog_bar=True)
         return loss
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Lightning's optimizer step, then a check that the weights are finite (before any checkpoint is written)."""
+        super().optimizer_step(*args, **kwargs)
+        tensors = {k: v for k, v in self.model.state_dict().items() if v.is_floating_point()}
+        if not torch.stack([v.isfinite().all() for v in tensors.values()]).all():
+            bad = next(k for k, v in tensors.items() if not v.isfinite().all())
+            raise NonFiniteTrainingError(
+                f"weights hold NaN or infinity after step {self.global_step + 1} (first: {bad}); stopped, no "
+                "checkpoint written: lower model.lr or check the data"
+            )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self.model(batch["image"])
@@ -228,4 +248,4 @@ class SegmentationModule(pl.LightningModule):
         checkpoint["zoo"] = self.zoo_meta()
 
 
-__all__ = ["SegmentationModule"]
+__all__ = ["NonFiniteTrainingError", "SegmentationModule"]
