@@ -7,6 +7,7 @@ need to know which encoder they feed.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from zoo.registry import WEIGHT_SOURCES, weight_source
 
 Semantics = Literal["zoo", "deeplab-tf"]
 SEMANTICS = ("zoo", "deeplab-tf")
+DECODER_INPUTS = ("feature_info", "num_classes", "output_stride")  # what build_model passes itself
 # Decoders that follow ``semantics="deeplab-tf"`` (they take ``align_corners``).
 DEEPLAB_TF_DECODERS = ("deeplabv3", "deeplabv3plus", "dpc")
 
@@ -199,6 +201,7 @@ def build_model(
     decoder_cls = DECODERS.get(decoder)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    _check_decoder_kwargs(decoder, decoder_cls, decoder_kwargs)
     enc_kwargs, dec_kwargs = _semantics_kwargs(semantics, encoder, decoder, encoder_kwargs, decoder_kwargs)
     enc = build_encoder(encoder, output_stride=output_stride, weights=encoder_weights, **enc_kwargs)
     dec = decoder_cls(enc.feature_info, num_classes, enc.output_stride, **dec_kwargs)
@@ -241,6 +244,14 @@ def _published(
         raise ValueError(f"{weights}: the converted weights do not fit ({missing[:3]}, {unexpected[:3]})")
     model.class_names, model.palette = class_names, palette
     return model
+
+
+def _check_decoder_kwargs(name: str, decoder_cls: type, kwargs: dict[str, Any]) -> None:
+    """Raise ``ValueError`` listing what decoder ``name`` takes when ``kwargs`` holds an argument it does not."""
+    taken = [p for p in inspect.signature(decoder_cls).parameters if p not in DECODER_INPUTS]
+    unknown = sorted(set(kwargs) - set(taken))
+    if unknown:
+        raise ValueError(f"decoder {name!r} takes no argument {', '.join(unknown)}; it takes: {', '.join(taken)}")
 
 
 def _semantics_kwargs(

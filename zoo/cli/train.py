@@ -15,12 +15,15 @@ and SIGINT save ``last.ckpt`` at the current step and exit non-zero (143 and 1);
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import yaml
 from lightning_fabric.plugins import CheckpointIO
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.cli import LightningCLI
@@ -168,9 +171,53 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> SegmentationCLI
             ],
         },
         save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # one optimizer setting: model.optimizer/lr (SGD or AdamW, poly schedule)
         args=args,
         run=run,
     )
+
+
+# The classes whose keyword arguments each top-level section of a config sets.
+SECTIONS = {"model": SegmentationModule, "data": SegmentationDataModule, "trainer": pl.Trainer,
+            "checkpoint": ModelCheckpoint, "last_checkpoint": LastCheckpoint}  # fmt: skip
+TOP_LEVEL = {*SECTIONS, "seed_everything", "ckpt_path"}
+
+
+def check_config_keys(path: Path, config: Any = None) -> None:
+    """Raise ``ValueError`` naming ``path`` and the closest valid key for a misspelt key of a YAML config.
+
+    Args:
+        path: the config file.
+        config: its parsed content (default: read from ``path``); a section given as a file name is read too.
+    """
+    config = yaml.safe_load(path.read_text()) if config is None else config
+    if not isinstance(config, dict):
+        return
+    for key, value in config.items():
+        if key not in TOP_LEVEL:
+            raise ValueError(f"{path}: unknown section {key!r}{_closest(key, TOP_LEVEL)}")
+        if key not in SECTIONS:
+            continue
+        if isinstance(value, str):  # a section given by file, e.g. data: base/voc-aug.yaml
+            nested = (path.parent / value).resolve()
+            if nested.is_file():
+                check_config_keys(nested, {key: yaml.safe_load(nested.read_text())})
+            continue
+        valid = set(inspect.signature(SECTIONS[key].__init__).parameters) - {"self", "args", "kwargs"}
+        for name in value or {}:
+            if name not in valid:
+                raise ValueError(f"{path}: {key}.{name} is not a setting{_closest(name, valid, key)}")
+
+
+def _closest(name: str, valid: Any, section: str | None = None) -> str:
+    match = difflib.get_close_matches(name, sorted(valid), n=1)
+    return f"; did you mean {section + '.' if section else ''}{match[0]}?" if match else ""
+
+
+def _config_files(argv: list[str]) -> list[Path]:
+    files = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("--config", "-c")]
+    files += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    return [Path(f) for f in files]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,14 +226,21 @@ def main(argv: list[str] | None = None) -> int:
     0: done; 2: a user error (one line naming the file or setting); 143: stopped by SIGTERM after saving
     ``last.ckpt`` (resume with ``--ckpt_path last``); 1: stopped by SIGINT (Lightning's exit code).
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli_main(argv)
+        for path in _config_files(argv):
+            if path.is_file():
+                check_config_keys(path)
+        cli = cli_main(argv)
     except SIGTERMException:
         print("zoo train: stopped by SIGTERM; last.ckpt saved, resume with --ckpt_path last", file=sys.stderr)
         return 143
     except USER_ERRORS as error:
         print(f"zoo train: error: {error_message(error)}", file=sys.stderr)
         return 2
+    best = getattr(cli.trainer, "checkpoint_callback", None) if cli.subcommand == "fit" else None
+    if best is not None and best.best_model_path:
+        print(f"zoo train: best val mIoU {float(best.best_model_score):.4f}: {best.best_model_path}")
     return 0
 
 
