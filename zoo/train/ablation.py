@@ -336,6 +336,7 @@ def run_one(study: Study, variant: str, seed: int, run_dir: Path) -> None:
     config = study.run_config(variant)
     with _quiet(run_dir / "log.txt"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*ckpt_path=\"last\"\) is set, but there is no last checkpoint")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
         pl.seed_everything(seed, workers=True, verbose=False)
         data = SegmentationDataModule(**config["data"])
         module = SegmentationModule(**_module_args(config["model"], data))
