@@ -195,8 +195,13 @@ def plot_study_cost(rows: Sequence[Mapping], path: str | Path, title: str = "") 
                 x, mean, yerr=[[mean - min(mious)], [max(mious) - mean]], fmt="o", capsize=3, color=f"C{i % 10}"
             )
             ax.annotate(variant, (x, mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    from matplotlib import ticker
+
     for ax, label in zip(axes, ("parameters (M)", "MMACs per image (training crop)"), strict=True):
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("final validation mIoU")
