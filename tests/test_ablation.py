@@ -87,7 +87,6 @@ def test_tiny_study_writes_one_row_per_variant_seed_and_validation_and_its_plots
     assert not list((tmp_path / "out").rglob("*.ckpt"))  # finished runs keep their rows, not their checkpoints
 
 
-@pytest.mark.slow
 def test_a_study_stopped_by_sigterm_resumes_where_it_stopped(study_file, tmp_path, monkeypatch, capsys):
     original = Recorder.on_validation_end
 
