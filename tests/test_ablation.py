@@ -135,13 +135,17 @@ def test_another_budget_in_the_same_output_is_refused(study_file, tmp_path):
 
 def test_a_config_is_merged_over_the_study(study_file, tmp_path):
     config = tmp_path / "mine.yaml"
-    config.write_text(yaml.safe_dump({"seed_everything": 3, "model": {"lr": 0.1}, "data": {"batch_size": 4}}))
+    data = {"dataset": "shapes", "batch_size": 4}
+    config.write_text(yaml.safe_dump({"seed_everything": 3, "model": {"lr": 0.1}, "data": data}))
     study = load_study(study_file, config=config, steps=6, seeds=3)
     run = study.run_config("no-residual")
     assert run["model"]["lr"] == 0.1 and run["model"]["encoder_kwargs"] == {"width": 0.125, "residual": False}
-    assert run["data"]["batch_size"] == 4 and run["data"]["crop_size"] == 32
+    assert run["data"] == data  # a config's data replaces the study's
     assert run["trainer"]["max_steps"] == 6 and run["trainer"]["val_check_interval"] == 2 and study.seeds == 3
     assert run["trainer"]["logger"] is False and run["trainer"]["accelerator"] == "cpu"
+    config.write_text(yaml.safe_dump({"data": {"dataset": "voc", "root": str(tmp_path / "no-voc")}}))
+    with pytest.raises(ValueError, match="variant 'published' does not build: .*no-voc"):
+        load_study(study_file, config=config)  # a missing dataset is found before training
     config.write_text(yaml.safe_dump({"ckpt_path": "x.ckpt"}))
     with pytest.raises(
         ValueError, match=r"mine.yaml.*reads only model, data, trainer from a config, found \['ckpt_path'"

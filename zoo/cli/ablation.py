@@ -20,7 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--study", type=Path, required=True, help="study YAML, e.g. configs/studies/xception-paper.yaml"
     )
-    parser.add_argument("--config", type=Path, default=None, help="training config merged over the study's (your data)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="zoo train config: its data replaces the study's, model and trainer merge",
+    )
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: the study's)")
     parser.add_argument("--seeds", type=int, default=None, help="runs per variant, seeds 0..K-1 (default: the study's)")
     parser.add_argument("--output", type=Path, default=None, help="study folder (default: runs/ablation/<study>)")

@@ -147,7 +147,8 @@ def load_study(
 
     Args:
         path: the study YAML.
-        config: a training config (``zoo train`` YAML) merged over the study's own ``config`` (e.g. your data).
+        config: a training config (``zoo train`` YAML): its ``data`` section replaces the study's, its ``model``
+            and ``trainer`` sections are merged over the study's.
         steps: replaces the study's ``steps``.
         seeds: replaces the study's ``seeds``.
 
@@ -160,8 +161,9 @@ def load_study(
     if unknown:
         raise ValueError(f"study {str(path)!r}: unknown keys {unknown}; valid keys: {', '.join(STUDY_KEYS)}")
     base = _training_config(data.get("config") or {}, f"study {str(path)!r}")
-    if config is not None:
-        base = merge(base, _training_config(_read_yaml(Path(config), "config"), f"config {str(config)!r}"))
+    if config is not None:  # its data replaces the study's (another dataset's arguments differ); the rest merges
+        extra = _training_config(_read_yaml(Path(config), "config"), f"config {str(config)!r}")
+        base = merge(base, extra) | ({"data": extra["data"]} if extra["data"] else {})
     study = Study(
         name=path.stem,
         config=base,
@@ -222,6 +224,8 @@ def _check_variant(study: Study, variant: str, path: Path) -> None:
         raise ValueError(f"{where}: unknown trainer arguments {unknown}")
     try:
         data = SegmentationDataModule(**config["data"])
+        if data.hparams.write_shapes_if_missing is None:  # else prepare_data writes it when the run starts
+            data.build_split(data.hparams.val_split)
         with torch.device("meta"):
             SegmentationModule(**_module_args(config["model"], data))
     except (KeyError, TypeError, ValueError, FileNotFoundError) as error:
