@@ -1,4 +1,4 @@
-"""The synthetic ``shapes`` dataset: determinism, labels, and the VOC layout written to disk."""
+"""The synthetic ``shapes`` and ``shapes-hard`` datasets: determinism, labels, and the VOC layout written to disk."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import torch
 from PIL import Image
 
 from zoo.data import DATASETS, build_dataset
-from zoo.data.shapes import SHAPES_CLASSES, SHAPES_PALETTE, ShapesDataset, make_shapes_item, write_shapes
+from zoo.data.shapes import (
+    HARD_CLASSES,
+    SHAPES_CLASSES,
+    SHAPES_PALETTE,
+    HardShapesDataset,
+    ShapesDataset,
+    make_hard_shapes_item,
+    make_shapes_item,
+    write_shapes,
+)
 
 
 def test_registered_and_described():
@@ -110,3 +119,35 @@ def test_voc_reader_reads_written_shapes_with_their_classes(tmp_path):
     assert [tuple(c) for c in data.palette] == list(SHAPES_PALETTE)
     for index in range(3):
         assert np.array_equal(np.asarray(data[index]["mask"]), make_shapes_item(1, "val", index, 40)[1])
+
+
+def test_hard_variant_registered_with_its_classes():
+    data = build_dataset("shapes-hard", split="val", num_images=2)
+    assert isinstance(data, HardShapesDataset) and data.classes == list(HARD_CLASSES) and data.num_classes == 9
+    assert len(data.palette) == 9 and len(set(data.palette)) == 9
+    item = data[1]
+    assert item["image"].shape == (96, 96, 3) and item["name"] == "val_00001"
+    assert np.array_equal(item["mask"], make_hard_shapes_item(0, "val", 1, 96)[1])
+
+
+def test_hard_variant_is_deterministic_and_differs_from_the_easy_one():
+    a, b = make_hard_shapes_item(3, "train", 5, 64), make_hard_shapes_item(3, "train", 5, 64)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    for other in (make_hard_shapes_item(4, "train", 5, 64), make_hard_shapes_item(3, "val", 5, 64)):
+        assert not np.array_equal(a[0], other[0])
+    assert not np.array_equal(a[1], make_shapes_item(3, "train", 5, 64)[1])
+
+
+def test_hard_variant_has_every_class_several_per_image_and_colours_that_do_not_give_the_class():
+    items = [make_hard_shapes_item(0, "train", i, 64) for i in range(30)]
+    masks = np.stack([m for _, m in items])
+    assert set(np.unique(masks)) == set(range(9)) | {255}
+    assert max(len(set(np.unique(m)) - {0, 255}) for m in masks) >= 3
+    # a class's mean colour varies across images far more than the easy variant's jitter
+    reds = [img[m == 1, 0].mean() for img, m in items if (m == 1).sum() > 20]
+    assert len(reds) >= 3 and np.std(reds) > 15
+
+
+def test_hard_variant_checks_its_size():
+    with pytest.raises(ValueError, match="shapes-hard: size must be at least 32 pixels, got 16"):
+        make_hard_shapes_item(0, "train", 0, 16)

@@ -1,8 +1,8 @@
-"""Figures of evaluation results (matplotlib, Agg backend) and colour overlays of predictions."""
+"""Figures of evaluation results and ablation studies (matplotlib, Agg backend), colour overlays of predictions."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -165,4 +165,99 @@ def with_legend(
     return np.concatenate([image, legend(image.shape[1], present, class_names, palette)], axis=0)
 
 
-__all__ = ["legend", "overlay", "plot_class_iou", "plot_confusion_matrix", "with_legend"]
+def _by_variant(rows: Sequence[Mapping]) -> dict[str, dict[int, dict[int, Mapping]]]:
+    """variant -> seed -> step -> row, variants in the order of their first row."""
+    out: dict[str, dict[int, dict[int, Mapping]]] = {}
+    for row in rows:
+        out.setdefault(row["variant"], {}).setdefault(row["seed"], {})[row["step"]] = row
+    return out
+
+
+def plot_study_curves(
+    rows: Sequence[Mapping],
+    path: str | Path,
+    title: str = "",
+    panels: Mapping[str, Sequence[str]] | None = None,
+) -> Path:
+    """Validation mIoU against training steps, as the Xception paper's Fig. 9/10: per variant, the mean over seeds
+    as a line and the range from the lowest to the highest seed as a band.
+
+    Args:
+        rows: ``zoo ablation`` rows (variant, seed, step, val_miou, ...).
+        path: output image file (parent folders are created).
+        title: figure title.
+        panels: panel title -> the variants drawn in it (default: one panel with every variant).
+    """
+    curves = _by_variant(rows)
+    panels = dict(panels) if panels else {"": list(curves)}
+    plt = _pyplot()
+    cols = min(len(panels), 2)
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(6 * cols, 3.8 * nrows), sharey=True, squeeze=False)
+    colours = {v: f"C{i % 10}" for i, v in enumerate(curves)}
+    for ax, (panel, variants) in zip(axes.flat, panels.items(), strict=False):
+        for variant in variants:
+            seeds = curves.get(variant, {})
+            steps = sorted({step for by_step in seeds.values() for step in by_step})
+            values = [[by_step[s]["val_miou"] for by_step in seeds.values() if s in by_step] for s in steps]
+            if not steps:
+                continue
+            colour, label = colours[variant], f"{variant} ({len(seeds)} seeds)"
+            ax.plot(steps, [np.mean(v) for v in values], marker="o", markersize=3, color=colour, label=label)
+            ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=colour, alpha=0.15)
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("training steps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation mIoU")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(title or "Validation mIoU (mean over seeds; band: lowest to highest seed)", fontsize=11)
+    return _save(fig, plt, path)
+
+
+def plot_study_cost(rows: Sequence[Mapping], path: str | Path, title: str = "") -> Path:
+    """Final validation mIoU of each variant (mean over seeds, bars from the lowest to the highest seed) against
+    its parameters and its MACs.
+
+    Args:
+        rows: ``zoo ablation`` rows (variant, seed, step, val_miou, params, macs, ...).
+        path: output image file (parent folders are created).
+        title: figure title.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for i, (variant, seeds) in enumerate(_by_variant(rows).items()):
+        finals = [by_step[max(by_step)] for by_step in seeds.values()]
+        mious = [r["val_miou"] for r in finals]
+        mean = float(np.mean(mious))
+        for ax, key in zip(axes, ("params", "macs"), strict=True):
+            x = finals[0][key] / 1e6
+            ax.errorbar(
+                x, mean, yerr=[[mean - min(mious)], [max(mious) - mean]], fmt="o", capsize=3, color=f"C{i % 10}"
+            )
+            ax.annotate(variant, (x, mean), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    from matplotlib import ticker
+
+    for ax, label in zip(axes, ("parameters (M)", "MMACs per image (training crop)"), strict=True):
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("final validation mIoU")
+    fig.suptitle(title or "Final validation mIoU against cost (mean over seeds; bars: lowest to highest seed)")
+    return _save(fig, plt, path)
+
+
+__all__ = [
+    "legend",
+    "overlay",
+    "plot_class_iou",
+    "plot_confusion_matrix",
+    "plot_study_cost",
+    "plot_study_curves",
+    "with_legend",
+]

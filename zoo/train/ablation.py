@@ -1,0 +1,507 @@
+"""Ablation studies: every variant of a study trained with the same data, budget and seeds (``zoo ablation``).
+
+A study file (``configs/studies/*.yaml``) holds a training config (the ``model``, ``data`` and ``trainer`` sections
+of ``zoo train fit``), the variants (overrides merged into it), the budget, and optionally the panels of its
+figure::
+
+    description: what the study reproduces
+    steps: 300          # optimizer steps per run (a multiple of val_every)
+    seeds: 2            # runs per variant, seeds 0 .. seeds-1
+    val_every: 50       # validation and checkpoint interval, in steps
+    config: {model: {...}, data: {...}, trainer: {...}}
+    variants:
+      published: {}
+      no-residual: {model: {encoder_kwargs: {residual: false}}}
+    panels:             # optional: figure panel title -> variants drawn in it (default: one panel, all)
+      residual connections: [published, no-residual]
+
+Each run is a :class:`SegmentationModule`, a :class:`SegmentationDataModule` and a Lightning ``Trainer`` in
+``OUTPUT/runs/<variant>/seed<k>/``: a :class:`Recorder` callback appends one row per validation to its
+``metrics.csv``; ``ModelCheckpoint`` writes ``last.ckpt`` at every validation, ``OnExceptionCheckpoint``
+``interrupted.ckpt`` on SIGTERM (or any other exception), so the same command started again resumes each run where
+it stopped and skips the finished ones. ``OUTPUT/results.csv`` gathers every row; ``OUTPUT/miou_vs_steps.png``
+draws validation mIoU against steps as the Xception paper's Fig. 9/10 (mean and spread over seeds),
+``OUTPUT/miou_vs_cost.png`` final mIoU against parameters and MACs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import inspect
+import io
+import json
+import logging
+import math
+import re
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import yaml
+from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+
+from zoo.fileio import atomic_write
+from zoo.flops import count_macs, count_params
+from zoo.train.datamodule import SegmentationDataModule
+from zoo.train.module import SegmentationModule
+from zoo.viz import plot_study_cost, plot_study_curves
+
+CSV_FIELDS = ("variant", "seed", "step", "val_miou", "train_loss", "params", "macs", "step_time")
+STUDY_KEYS = ("description", "steps", "seeds", "val_every", "config", "variants", "panels")
+CONFIG_KEYS = ("model", "data", "trainer")
+# what every run's Trainer gets, whatever a config says: the budget, the folder and the callbacks are the study's
+RUN_TRAINER = {
+    "logger": False,
+    "enable_checkpointing": True,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "num_sanity_val_steps": 0,
+    "check_val_every_n_epoch": None,
+    "max_epochs": None,
+}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TRAINER_ARGS = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+
+
+@dataclass(frozen=True)
+class Study:
+    """A checked study: the training config, its variants and the budget every run gets.
+
+    Args:
+        name: the study's name (its file name without suffix).
+        config: ``model``, ``data`` and ``trainer`` sections shared by all variants.
+        variants: variant name -> overrides merged into ``config``.
+        steps: optimizer steps per run.
+        seeds: runs per variant (seeds 0 .. seeds-1).
+        val_every: validation and checkpoint interval in steps.
+        description: what the study reproduces.
+        panels: figure panel title -> the variants drawn in it.
+    """
+
+    name: str
+    config: dict[str, Any]
+    variants: dict[str, dict[str, Any]]
+    steps: int
+    seeds: int
+    val_every: int
+    description: str = ""
+    panels: dict[str, list[str]] | None = None
+
+    def run_config(self, variant: str) -> dict[str, Any]:
+        """The ``model``, ``data`` and ``trainer`` sections of one variant's runs (the budget included)."""
+        config = merge(self.config, self.variants[variant])
+        trainer = {**config.get("trainer", {}), **RUN_TRAINER}
+        trainer |= {"max_steps": self.steps, "val_check_interval": self.val_every}
+        return {"model": config.get("model", {}), "data": config.get("data", {}), "trainer": trainer}
+
+    def runs(self) -> Iterator[tuple[str, int]]:
+        """Every (variant, seed), in the order they run."""
+        return ((variant, seed) for variant in self.variants for seed in range(self.seeds))
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``base`` with ``override`` merged in (dicts merge key by key, anything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {str(path)!r} must hold a mapping, found {type(data).__name__}")
+    return data
+
+
+def _training_config(data: Any, source: str) -> dict[str, Any]:
+    """The ``model``/``data``/``trainer`` sections of a config; ``seed_everything`` is the study's to set."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: the config must be a mapping of {', '.join(CONFIG_KEYS)}")
+    unknown = sorted(set(data) - {*CONFIG_KEYS, "seed_everything"})
+    if unknown:
+        raise ValueError(f"{source}: a study reads only {', '.join(CONFIG_KEYS)} from a config, found {unknown}")
+    for key in CONFIG_KEYS:
+        if not isinstance(data.get(key) or {}, dict):
+            raise ValueError(f"{source}: '{key}' must be a mapping, found {data[key]!r}")
+    return {key: data.get(key) or {} for key in CONFIG_KEYS}
+
+
+def load_study(
+    path: str | Path, *, config: str | Path | None = None, steps: int | None = None, seeds: int | None = None
+) -> Study:
+    """Read a study file and check it before any training.
+
+    Args:
+        path: the study YAML.
+        config: a training config (``zoo train`` YAML): its ``data`` section replaces the study's, its ``model``
+            and ``trainer`` sections are merged over the study's.
+        steps: replaces the study's ``steps``.
+        seeds: replaces the study's ``seeds``.
+
+    Every variant's module is built on the meta device and its trainer arguments are checked, and the data module
+    is built, so a wrong argument fails here, naming the file and the variant, not after hours of training.
+    """
+    path = Path(path)
+    data = _read_yaml(path, "study")
+    unknown = sorted(set(data) - set(STUDY_KEYS))
+    if unknown:
+        raise ValueError(f"study {str(path)!r}: unknown keys {unknown}; valid keys: {', '.join(STUDY_KEYS)}")
+    base = _training_config(data.get("config") or {}, f"study {str(path)!r}")
+    if config is not None:  # its data replaces the study's (another dataset's arguments differ); the rest merges
+        extra = _training_config(_read_yaml(Path(config), "config"), f"config {str(config)!r}")
+        base = merge(base, extra) | ({"data": extra["data"]} if extra["data"] else {})
+    study = Study(
+        name=path.stem,
+        config=base,
+        variants=_variants(data.get("variants"), path),
+        steps=int(steps if steps is not None else data.get("steps", 300)),
+        seeds=int(seeds if seeds is not None else data.get("seeds", 1)),
+        val_every=int(data.get("val_every", 50)),
+        description=" ".join(str(data.get("description", "")).split()),
+        panels=data.get("panels"),
+    )
+    _check_budget(study, path)
+    _check_panels(study, path)
+    for variant in study.variants:
+        _check_variant(study, variant, path)
+    return study
+
+
+def _variants(variants: Any, path: Path) -> dict[str, dict[str, Any]]:
+    if not isinstance(variants, dict) or not variants:
+        raise ValueError(f"study {str(path)!r}: 'variants' must map at least one variant name to its overrides")
+    for name, overrides in variants.items():
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ValueError(f"study {str(path)!r}: variant name {name!r} must be letters, digits, '_', '-' or '.'")
+        if overrides is not None:
+            _training_config(overrides, f"study {str(path)!r}, variant {name!r}")
+    return {name: overrides or {} for name, overrides in variants.items()}
+
+
+def _check_budget(study: Study, path: Path) -> None:
+    if study.steps < 1 or study.seeds < 1 or study.val_every < 1:
+        raise ValueError(
+            f"study {str(path)!r}: steps, seeds and val_every must be positive, got {study.steps}, {study.seeds} "
+            f"and {study.val_every}"
+        )
+    if study.steps % study.val_every:
+        raise ValueError(
+            f"study {str(path)!r}: steps={study.steps} is not a multiple of val_every={study.val_every}, so the "
+            "last steps would not be validated"
+        )
+
+
+def _check_panels(study: Study, path: Path) -> None:
+    if study.panels is None:
+        return
+    if not isinstance(study.panels, dict) or not all(isinstance(v, list) for v in study.panels.values()):
+        raise ValueError(f"study {str(path)!r}: 'panels' must map a panel title to a list of variants")
+    for title, names in study.panels.items():
+        missing = [n for n in names if n not in study.variants]
+        if missing:
+            raise ValueError(f"study {str(path)!r}: panel {title!r} names unknown variants {missing}")
+
+
+def _check_variant(study: Study, variant: str, path: Path) -> None:
+    config = study.run_config(variant)
+    where = f"study {str(path)!r}: variant {variant!r}"
+    unknown = sorted(set(config["trainer"]) - _TRAINER_ARGS)
+    if unknown:
+        raise ValueError(f"{where}: unknown trainer arguments {unknown}")
+    try:
+        data = SegmentationDataModule(**config["data"])
+        if data.hparams.write_shapes_if_missing is None:  # else prepare_data writes it when the run starts
+            data.build_split(data.hparams.val_split)
+        with torch.device("meta"):
+            SegmentationModule(**_module_args(config["model"], data))
+    except (KeyError, TypeError, ValueError, FileNotFoundError) as error:
+        raise ValueError(f"{where} does not build: {error}") from error
+
+
+def _module_args(model: dict[str, Any], data: SegmentationDataModule) -> dict[str, Any]:
+    """The module's arguments with the classes the data knows (what ``zoo train`` links)."""
+    return {**model, "num_classes": data.num_classes, "class_names": data.class_names, "palette": data.palette}
+
+
+class Recorder(pl.Callback):
+    """Appends ``variant, seed, step, val_miou, train_loss, params, macs, step_time`` to a CSV at each validation.
+
+    ``train_loss`` and ``step_time`` (seconds per optimizer step: forward, backward and update, data loading
+    excluded) are means over the steps since the previous row; the running sums are saved in checkpoints, so a
+    resumed run continues them. A non-finite training loss stops the run with ``FloatingPointError``.
+
+    Args:
+        path: the run's CSV (created with a header if missing).
+        variant: the variant's name.
+        seed: the run's seed.
+        crop_size: input size at which MACs are counted (height, width).
+    """
+
+    def __init__(self, path: Path, variant: str, seed: int, crop_size: tuple[int, int]) -> None:
+        self.path, self.variant, self.seed, self.crop_size = path, variant, seed, crop_size
+        self.params = self.macs = 0
+        self.sums = {"loss": 0.0, "time": 0.0, "steps": 0}
+        self._start = 0.0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        model = pl_module.model
+        self.params = count_params(model)
+        self.macs = count_macs(model, torch.zeros(1, 3, *self.crop_size, device=pl_module.device))
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        loss = float(outputs["loss"])  # waits for the step to finish on an accelerator
+        self.sums["time"] += time.perf_counter() - self._start
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"{self.variant} seed {self.seed}: the training loss is {loss} at step {trainer.global_step}"
+            )
+        self.sums["loss"] += loss
+        self.sums["steps"] += 1
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        steps = max(self.sums["steps"], 1)
+        row = {
+            "variant": self.variant,
+            "seed": self.seed,
+            "step": trainer.global_step,
+            "val_miou": f"{float(trainer.callback_metrics['val_miou']):.6f}",
+            "train_loss": f"{self.sums['loss'] / steps:.6f}",
+            "params": self.params,
+            "macs": self.macs,
+            "step_time": f"{self.sums['time'] / steps:.6f}",
+        }
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=CSV_FIELDS, lineterminator="\n")
+        if not self.path.is_file():
+            writer.writeheader()
+        writer.writerow(row)
+        with self.path.open("a", newline="") as f:
+            f.write(text.getvalue())
+        self.sums = {"loss": 0.0, "time": 0.0, "steps": 0}
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.sums)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.sums.update(state_dict)
+
+
+def _crop_size(data: dict[str, Any]) -> tuple[int, int]:
+    crop = data.get("crop_size", inspect.signature(SegmentationDataModule).parameters["crop_size"].default)
+    return (crop, crop) if isinstance(crop, int) else (int(crop[0]), int(crop[1]))
+
+
+@contextlib.contextmanager
+def _quiet(log_file: Path) -> Iterator[None]:
+    """Printed tables go to ``log_file``; Lightning's per-Trainer info lines are held back to warnings."""
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        with log_file.open("a") as f, contextlib.redirect_stdout(f):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def run_one(study: Study, variant: str, seed: int, run_dir: Path) -> None:
+    """Train one variant with one seed in ``run_dir``, from its newest checkpoint if any; nothing once ``done``.
+
+    ``last.ckpt`` is written at every validation, ``interrupted.ckpt`` when the run stops on an exception (SIGTERM
+    included); Lightning resumes from the newer of the two (``ckpt_path="last"``). A finished run keeps its
+    ``metrics.csv`` and ``done``, not its checkpoints (the rows are the result).
+    """
+    if (run_dir / "done").is_file():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = study.run_config(variant)
+    with _quiet(run_dir / "log.txt"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*ckpt_path=\"last\"\) is set, but there is no last checkpoint")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+        pl.seed_everything(seed, workers=True, verbose=False)
+        data = SegmentationDataModule(**config["data"])
+        module = SegmentationModule(**_module_args(config["model"], data))
+        callbacks = [
+            Recorder(run_dir / "metrics.csv", variant, seed, _crop_size(config["data"])),
+            ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=0, save_last=True),
+            OnExceptionCheckpoint(dirpath=run_dir, filename="interrupted"),
+        ]
+        trainer = pl.Trainer(**{**config["trainer"], "default_root_dir": run_dir, "callbacks": callbacks})
+        try:
+            trainer.fit(module, data, ckpt_path="last")
+        except FloatingPointError:
+            _remove_checkpoints(run_dir)  # never resume from diverged weights
+            raise
+    _remove_checkpoints(run_dir)
+    atomic_write(run_dir / "done", lambda f: f.write(f"{trainer.global_step}\n".encode()))
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return [p for p in (run_dir / "last.ckpt", run_dir / "interrupted.ckpt") if p.is_file()]
+
+
+def _remove_checkpoints(run_dir: Path) -> None:
+    for path in _checkpoints(run_dir):
+        path.unlink()
+
+
+def read_rows(output: Path, study: Study) -> list[dict[str, Any]]:
+    """Every recorded row of ``output``'s runs, one per (variant, seed, step) (a repeated step keeps its last row)."""
+    rows: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for variant, seed in study.runs():
+        path = output / "runs" / variant / f"seed{seed}" / "metrics.csv"
+        if path.is_file():
+            with path.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    typed = _typed(row)
+                    rows[typed["variant"], typed["seed"], typed["step"]] = typed
+    order = {v: i for i, v in enumerate(study.variants)}
+    return sorted(rows.values(), key=lambda r: (order[r["variant"]], r["seed"], r["step"]))
+
+
+def _typed(row: dict[str, str]) -> dict[str, Any]:
+    ints, floats = ("seed", "step", "params", "macs"), ("val_miou", "train_loss", "step_time")
+    return {k: int(v) if k in ints else float(v) if k in floats else v for k, v in row.items()}
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Write ``rows`` (``CSV_FIELDS``) to ``path`` atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+
+
+def prepare_output(study: Study, output: Path, force: bool = False) -> None:
+    """Create ``output``, or check that it holds this very study (same config, variants and budget) to resume it.
+
+    A non-empty folder that holds something else is refused unless ``force`` (then its runs are removed).
+    """
+    marker = output / "study.json"
+    record = json.loads(json.dumps(asdict(study)))
+    if output.is_dir() and any(output.iterdir()) and not force:
+        if not marker.is_file():
+            raise FileExistsError(f"--output {str(output)!r} is not empty and holds no study; pass --force to use it")
+        if json.loads(marker.read_text()) != record:
+            raise FileExistsError(
+                f"--output {str(output)!r} holds another study or budget ({marker}); use another --output, or "
+                "--force to start over there"
+            )
+        return
+    if force and (output / "runs").is_dir():
+        shutil.rmtree(output / "runs")
+    atomic_write(marker, lambda f: f.write(json.dumps(record, indent=2).encode()))
+
+
+def run_study(
+    study: Study, output: str | Path, *, force: bool = False, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    """Run (or resume) every variant × seed of ``study`` in ``output``; write ``results.csv`` and the plots.
+
+    Args:
+        study: from :func:`load_study`.
+        output: the study folder (created; refused if it holds something else, unless ``force``).
+        force: use a non-empty ``output`` that holds something else, removing its runs.
+        log: where progress lines go.
+
+    Returns:
+        The rows of ``results.csv``.
+    """
+    output = Path(output)
+    prepare_output(study, output, force)
+    runs = list(study.runs())
+    for i, (variant, seed) in enumerate(runs, 1):
+        run_dir = output / "runs" / variant / f"seed{seed}"
+        state = "done" if (run_dir / "done").is_file() else "resuming" if _checkpoints(run_dir) else ""
+        log(f"[{i}/{len(runs)}] {variant} seed {seed}" + (f" ({state})" if state else ""))
+        if state != "done":
+            start = time.perf_counter()
+            run_one(study, variant, seed, run_dir)
+            log(f"[{i}/{len(runs)}] {variant} seed {seed}: {time.perf_counter() - start:.0f} s")
+    rows = read_rows(output, study)
+    write_rows(rows, output / "results.csv")
+    plot_study_curves(rows, output / "miou_vs_steps.png", title=study.description, panels=study.panels)
+    plot_study_cost(rows, output / "miou_vs_cost.png", title=study.description)
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per variant: params, MACs, last step, final mIoU (mean, std and count over seeds), step time."""
+    finals: dict[str, dict[int, dict[str, Any]]] = {}
+    for row in rows:
+        last = finals.setdefault(row["variant"], {}).get(row["seed"])
+        if last is None or row["step"] >= last["step"]:
+            finals[row["variant"]][row["seed"]] = row
+    summary = []
+    for variant, by_seed in finals.items():
+        mious = [r["val_miou"] for r in by_seed.values()]
+        mean = sum(mious) / len(mious)
+        std = math.sqrt(sum((m - mean) ** 2 for m in mious) / (len(mious) - 1)) if len(mious) > 1 else 0.0
+        times = [r["step_time"] for r in rows if r["variant"] == variant]
+        first = next(iter(by_seed.values()))
+        summary.append(
+            {
+                "variant": variant,
+                "params": first["params"],
+                "macs": first["macs"],
+                "step": min(r["step"] for r in by_seed.values()),
+                "miou_mean": mean,
+                "miou_std": std,
+                "mious": mious,
+                "step_time": sum(times) / len(times),
+            }
+        )
+    return summary
+
+
+def markdown_table(summary: list[dict[str, Any]]) -> str:
+    """The summary as a markdown table (final mIoU as mean ± sample std over seeds, and each seed's value)."""
+    lines = [
+        "| Variant | Params (M) | MMACs | Steps | Final val mIoU (mean ± std) | Per seed | ms/step |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in summary:
+        seeds = ", ".join(f"{m:.3f}" for m in s["mious"])
+        lines.append(
+            f"| {s['variant']} | {s['params'] / 1e6:.3f} | {s['macs'] / 1e6:.1f} | {s['step']} | "
+            f"{s['miou_mean']:.3f} ± {s['miou_std']:.3f} | {seeds} | {s['step_time'] * 1e3:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+__all__ = [
+    "CSV_FIELDS",
+    "Recorder",
+    "Study",
+    "load_study",
+    "markdown_table",
+    "prepare_output",
+    "read_rows",
+    "run_one",
+    "run_study",
+    "summarize",
+]
