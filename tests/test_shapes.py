@@ -8,16 +8,8 @@ import torch
 from PIL import Image
 
 from zoo.data import DATASETS, build_dataset
-from zoo.data.shapes import (
-    HARD_CLASSES,
-    SHAPES_CLASSES,
-    SHAPES_PALETTE,
-    HardShapesDataset,
-    ShapesDataset,
-    make_hard_shapes_item,
-    make_shapes_item,
-    write_shapes,
-)
+from zoo.data.shapes import SHAPES_CLASSES, SHAPES_PALETTE, ShapesDataset, make_shapes_item, write_shapes
+from zoo.data.shapes_hard import HARD_CLASSES, HardShapesDataset, make_hard_shapes_item
 
 
 def test_registered_and_described():

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from zoo.cli.train import cli_main
+from zoo.cli.train import CONFIGS, cli_main
 from zoo.data.io import write_image
 from zoo.data.shapes import ensure_shapes
 from zoo.infer.predictor import Predictor
 from zoo.viz import overlay, with_legend
 
-DEFAULT_CONFIG = Path("configs") / "quickstart.yaml"
+DEFAULT_CONFIG = CONFIGS / "quickstart.yaml"
 
 
 def write_overlays(predict, dataset, class_names, palette, out_dir: Path, count: int) -> list[Path]:

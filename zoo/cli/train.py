@@ -43,6 +43,7 @@ from zoo.train.datamodule import SegmentationDataModule
 from zoo.train.module import SegmentationModule
 
 DEFAULT_ROOT = "runs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # shipped with the package: zoo train fit --config quickstart
 
 
 class SegmentationCLI(LightningCLI):
@@ -214,6 +215,31 @@ def _closest(name: str, valid: Any, section: str | None = None) -> str:
     return f"; did you mean {section + '.' if section else ''}{match[0]}?" if match else ""
 
 
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with the package (``quickstart``, ``studies/xception-paper``, ...)."""
+    return sorted(
+        str(p.relative_to(CONFIGS).with_suffix("")) for p in CONFIGS.rglob("*.yaml") if p.parent.name != "base"
+    )
+
+
+def resolve_config(value: str) -> str:
+    """A ``--config`` value: a file as given, else the shipped config of that name (``quickstart``)."""
+    if Path(value).exists() or Path(value).suffix in (".yaml", ".yml"):
+        return value
+    shipped = CONFIGS / f"{value}.yaml"
+    if shipped.is_file():
+        return str(shipped)
+    raise FileNotFoundError(f"--config {value}: no such file, nor a shipped config ({', '.join(shipped_configs())})")
+
+
+def _resolve_configs(argv: list[str]) -> list[str]:
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg in ("--config", "-c"):
+            out[i + 1] = resolve_config(out[i + 1])
+    return out
+
+
 def _config_files(argv: list[str]) -> list[Path]:
     files = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("--config", "-c")]
     files += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
@@ -226,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     0: done; 2: a user error (one line naming the file or setting); 143: stopped by SIGTERM after saving
     ``last.ckpt`` (resume with ``--ckpt_path last``); 1: stopped by SIGINT (Lightning's exit code).
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        argv = _resolve_configs(list(sys.argv[1:] if argv is None else argv))
         for path in _config_files(argv):
             if path.is_file():
                 check_config_keys(path)
