@@ -38,4 +38,28 @@ def check_split(dataset: Any, workers: int = 1) -> tuple[int, Counter, list[str]
     return len(dataset), pixels, problems
 
 
-__all__ = ["check_split"]
+def convention_problems(pixels: Counter, classes: list[str], ignore_index: int, share: float = 0.1) -> list[str]:
+    """A split where a class never occurs while much of it is the ignore value: masks in another convention.
+
+    The common case is a binary mask stored as 0/255: read as class 0 and "ignore", its foreground never trains.
+
+    Args:
+        pixels: pixels per stored value (from :func:`check_split`).
+        classes: the class names.
+        ignore_index: the ignore value.
+        share: the ignore share above which an absent class is reported.
+    """
+    total = sum(pixels.values())
+    absent = [name for i, name in enumerate(classes) if pixels.get(i, 0) == 0]
+    ignored = pixels.get(ignore_index, 0) / total if total else 0.0
+    if not absent or ignored <= share:
+        return []
+    hint = "1" if len(classes) == 2 else "ID"
+    return [
+        f"class {absent[0]!r} never occurs while {ignored:.0%} of the pixels are {ignore_index} (ignore): masks "
+        f"stored in another convention? For 0/{ignore_index} binary masks use mask_values {{{ignore_index}: {hint}}} "
+        f"(zoo data check --mask-values {ignore_index}:{hint}; --data.dataset_kwargs.mask_values)"
+    ]
+
+
+__all__ = ["check_split", "convention_problems"]
