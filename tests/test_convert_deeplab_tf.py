@@ -272,7 +272,9 @@ def test_pretrained_names_download_once_and_fail_offline(voc_ckpt, tmp_path, mon
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(RuntimeError, match="could not download http://download.tensorflow.org/models/deeplabv3_pascal"):
+    with pytest.raises(
+        ConnectionError, match="could not download http://download.tensorflow.org/models/deeplabv3_pascal"
+    ):
         pretrained_mod.converted_state("deeplab-tf:xception65_voc_trainaug")
     with pytest.raises(KeyError, match="unknown TF DeepLab model 'nope'"):
         pretrained_mod.published("deeplab-tf:nope")
@@ -305,7 +307,7 @@ def test_pretrained_names_download_once_and_fail_offline(voc_ckpt, tmp_path, mon
     assert torch.equal(model.encoder.stem.conv1.weight, state["encoder.stem.conv1.weight"])
     monkeypatch.setattr(pretrained_mod, "SIZE_TOLERANCE", 0.05)
     (tmp_path / "hub" / "deeplab_tf" / "xception65_voc_trainaug.pt").unlink()
-    with pytest.raises(RuntimeError, match="model_zoo.md gives 439 MB"):
+    with pytest.raises(ValueError, match="model_zoo.md gives 439 MB"):
         pretrained_mod.converted_state("deeplab-tf:xception65_voc_trainaug")
 
 

@@ -400,7 +400,7 @@ def test_imagenet_offline_names_the_file_alternative(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(RuntimeError, match=r'weights="/path/to/xception65.pth"'):
+    with pytest.raises(ConnectionError, match=r'weights="/path/to/xception65.pth"'):
         build_encoder("xception65", weights="imagenet")
 
 

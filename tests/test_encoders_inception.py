@@ -168,7 +168,7 @@ def test_googlenet_imagenet_offline_names_the_file_alternative(monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(RuntimeError, match=r'weights="/path/to/googlenet.pth"'):
+    with pytest.raises(ConnectionError, match=r'weights="/path/to/googlenet.pth"'):
         build_encoder("googlenet", weights="imagenet")
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.data.transforms import eval_transform, seed_worker, train_transform
+from zoo.data.transforms import PadCollate, eval_transform, seed_worker, train_transform
 
 
 def _blocks(h: int, w: int, labels=(0, 1, 2, 255), seed: int = 0) -> np.ndarray:
@@ -120,3 +120,15 @@ def test_seed_worker_differs_across_workers_and_repeats():
     assert not torch.equal(first[0], first[1])  # items 0 and 1 come from different workers
     for x, y in zip(first, second, strict=True):
         torch.testing.assert_close(x, y)
+
+
+def test_pad_collate_pads_images_with_zero_and_masks_with_ignore():
+    items = [
+        {"image": torch.ones(3, 4, 5), "mask": torch.zeros(4, 5, dtype=torch.long), "name": "a"},
+        {"image": torch.ones(3, 6, 3), "mask": torch.ones(6, 3, dtype=torch.long), "name": "b"},
+    ]
+    batch = PadCollate(ignore_index=7)(items)
+    assert batch["image"].shape == (2, 3, 6, 5) and batch["mask"].shape == (2, 6, 5) and batch["name"] == ["a", "b"]
+    assert batch["image"][0, :, 4:].abs().sum() == 0 and batch["image"][1, :, :, 3:].abs().sum() == 0
+    assert (batch["mask"][0, 4:] == 7).all() and (batch["mask"][1, :, 3:] == 7).all()
+    assert (batch["mask"][0, :4, :5] == 0).all() and (batch["mask"][1, :6, :3] == 1).all()

@@ -189,7 +189,7 @@ def build_model(
     Raises:
         KeyError: unknown encoder or decoder name (the message lists the valid names).
         ValueError: bad ``num_classes``, ``semantics`` or decoder argument, or arguments ``weights`` contradicts.
-        RuntimeError: ``weights`` could not be downloaded (the message names the URL and the offline route).
+        ConnectionError: ``weights`` could not be downloaded (the message names the URL and the offline route).
     """
     if weights is not None:
         given = {

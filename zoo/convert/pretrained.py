@@ -38,8 +38,8 @@ def download(model: PublishedModel) -> Path:
     """The model's tarball in the cache, downloaded on first use and checked against the published size.
 
     Raises:
-        RuntimeError: the download failed (offline: the message names the URL and the ``zoo convert`` route), or
-            the file's size is not the published one.
+        ConnectionError: the download failed (offline: the message names the URL and the ``zoo convert`` route).
+        ValueError: the file's size is not the published one.
     """
     path = cache_dir() / model.file
     if not path.is_file():
@@ -47,13 +47,13 @@ def download(model: PublishedModel) -> Path:
         try:
             torch.hub.download_url_to_file(model.url, str(path), progress=True)
         except Exception as error:  # noqa: BLE001 - offline, DNS, HTTP errors: all mean the same here
-            raise RuntimeError(
+            raise ConnectionError(  # an OSError: the command line shows it as one line
                 f"could not download {model.url} ({type(error).__name__}: {error}); offline, download it elsewhere "
                 f"and convert it: zoo convert deeplab-tf {model.file} --output {model.name}.pt"
             ) from error
     size_mb = path.stat().st_size / 2**20
     if abs(size_mb - model.size_mb) > SIZE_TOLERANCE * model.size_mb:
-        raise RuntimeError(
+        raise ValueError(
             f"{path} has {size_mb:.0f} MB, model_zoo.md gives {model.size_mb} MB for {model.url}: "
             "an incomplete or different file; delete it to download again"
         )

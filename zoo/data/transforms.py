@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
-from torch.utils.data import get_worker_info
+from torch.utils.data import default_collate, get_worker_info
 
 from zoo.data.io import IGNORE_INDEX
 
@@ -117,4 +118,28 @@ def seed_worker(worker_id: int) -> None:
                 transform.set_random_seed(seed)
 
 
-__all__ = ["eval_transform", "seed_worker", "train_transform"]
+class PadCollate:
+    """Collate items of different sizes: images padded with 0 and masks with the ignore value at the bottom and right
+    to the largest height and width of the batch, so ``val_batch_size > 1`` works on full-resolution images (the
+    padded pixels count in no metric; a model sees the padding as context, as in DeepLab's padded evaluation).
+
+    Args:
+        ignore_index: the mask value of padded pixels.
+    """
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
+        self.ignore_index = ignore_index
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        height = max(int(item["image"].shape[-2]) for item in items)
+        width = max(int(item["image"].shape[-1]) for item in items)
+        images, masks = [], []
+        for item in items:
+            pad = (0, width - item["image"].shape[-1], 0, height - item["image"].shape[-2])
+            images.append(torch.nn.functional.pad(item["image"], pad, value=0.0))
+            masks.append(torch.nn.functional.pad(item["mask"], pad, value=self.ignore_index))
+        rest = {k: default_collate([item[k] for item in items]) for k in items[0] if k not in ("image", "mask")}
+        return {"image": torch.stack(images), "mask": torch.stack(masks), **rest}
+
+
+__all__ = ["PadCollate", "eval_transform", "seed_worker", "train_transform"]

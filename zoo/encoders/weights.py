@@ -59,7 +59,7 @@ def fetch_timm_state_dict(timm_name: str, weights: str | Path) -> dict[str, torc
     try:
         return timm.create_model(timm_name, pretrained=True).state_dict()
     except Exception as err:  # noqa: BLE001 - offline, no Hub access, missing cache: all mean the same here
-        raise RuntimeError(
+        raise ConnectionError(  # an OSError: the command line shows it as one line
             f"could not get timm's pretrained {timm_name!r} weights from the Hugging Face Hub ({type(err).__name__}: "
             f'{err}); offline, pass a timm state dict file instead: weights="/path/to/{timm_name}.pth"'
         ) from err
@@ -79,7 +79,7 @@ def fetch_torchvision_state_dict(model_name: str, weights: str | Path) -> dict[s
     try:
         return torchvision.models.get_model_weights(model_name).DEFAULT.get_state_dict(progress=False)
     except Exception as err:  # noqa: BLE001 - offline, no access to download.pytorch.org: all mean the same here
-        raise RuntimeError(
+        raise ConnectionError(
             f"could not get torchvision's pretrained {model_name!r} weights ({type(err).__name__}: {err}); offline, "
             f'pass a torchvision state dict file instead: weights="/path/to/{model_name}.pth"'
         ) from err

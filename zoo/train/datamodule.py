@@ -20,7 +20,7 @@ from zoo.data.check import check_split
 from zoo.data.io import IGNORE_INDEX, voc_palette
 from zoo.data.sampler import ResumableSampler, SeededDraws
 from zoo.data.shapes import ShapesDataset, check_shapes_root, ensure_shapes
-from zoo.data.transforms import eval_transform, seed_worker, train_transform
+from zoo.data.transforms import PadCollate, eval_transform, seed_worker, train_transform
 
 _CLASS_KWARGS = {"classes", "class_names", "classes_file", "palette"}  # dataset arguments that change the classes
 
@@ -38,7 +38,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         scale: random scale range of training images.
         hflip: random horizontal flips in training.
         batch_size: training batch size (per process).
-        val_batch_size: validation/test batch size; images are not resized, so use 1 unless all have one size.
+        val_batch_size: validation/test batch size; images keep their size, a batch is padded to its largest one.
         num_workers: dataloader worker processes.
         dataset_kwargs: extra arguments of the dataset constructor (e.g. ``num_images`` and ``size`` for shapes).
         write_shapes_if_missing: if set, ``root`` is expected to hold the synthetic shapes data in VOC layout and
@@ -194,10 +194,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self._loader(SeededDraws(dataset, self._seed), batch_size, sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["val"], self.hparams.val_batch_size)
+        """Full-resolution images; batches of different sizes are padded (:class:`~zoo.data.transforms.PadCollate`)."""
+        return self._loader(self.datasets["val"], self.hparams.val_batch_size, collate_fn=PadCollate(self.ignore_index))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.datasets["test"], self.hparams.val_batch_size)
+        return self._loader(
+            self.datasets["test"], self.hparams.val_batch_size, collate_fn=PadCollate(self.ignore_index)
+        )
 
 
 __all__ = ["SegmentationDataModule"]
