@@ -8,7 +8,7 @@ from zoo.checkpoint import load_model, save_model
 from zoo.data import build_dataset, list_datasets
 from zoo.decoders import list_decoders
 from zoo.encoders import build_encoder, list_encoders
-from zoo.infer import Predictor, optimize_for_inference
+from zoo.infer import Predictor, optimize_for_inference, quantization_report
 from zoo.models import SegmentationModel, build_model
 from zoo.version import __version__
 
@@ -24,5 +24,6 @@ __all__ = [
     "list_encoders",
     "load_model",
     "optimize_for_inference",
+    "quantization_report",
     "save_model",
 ]
