@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--calibrate", type=_named, action="append", required=True, metavar="NAME=DIR")
     parser.add_argument("--evaluate", type=_named, action="append", required=True, metavar="NAME=IMAGES[:MASKS]")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--weight-bits", type=int, choices=(7, 8), default=None, help="default: 7 without VNNI")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
@@ -62,7 +63,10 @@ def main() -> None:
           "ranges covered | warnings |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for cal_name, folder in args.calibrate:
-        fast = zoo.optimize_for_inference(model, example, precision="int8", calibration=folder)
+        reduce_range = None if args.weight_bits is None else args.weight_bits == 7
+        fast = zoo.optimize_for_inference(
+            model, example, precision="int8", calibration=folder, reduce_range=reduce_range
+        )
         for name, (images, masks) in sets.items():
             report = zoo.quantization_report(model, fast, images, masks)
             miou = [f"{100 * v:.2f}" if v is not None else "-" for v in (report.miou_reference, report.miou_quantized)]

@@ -246,10 +246,11 @@ def _build_runner(
     compile_mode: str | None,
     num_threads: int | None,
     calibration: Calibration | None = None,
+    reduce_range: bool | None = None,
 ) -> Callable[[torch.Tensor], Any]:
     device = example_input.device
     if name == "onnxruntime" and precision == "int8":
-        return QuantizedRunner(model, example_input, calibration, num_threads=num_threads)
+        return QuantizedRunner(model, example_input, calibration, num_threads=num_threads, reduce_range=reduce_range)
     if name == "onnxruntime":
         if device.type != "cpu" or precision != "fp32":
             raise ValueError("backend 'onnxruntime' runs fp32 (or int8) on the CPU only")
@@ -281,6 +282,7 @@ def optimize_for_inference(
     *,
     precision: Precision = "fp32",
     calibration: Calibration | None = None,
+    reduce_range: bool | None = None,
     fold_bn: bool = True,
     channels_last: bool | None = None,
     compile_mode: str | None = None,
@@ -302,6 +304,8 @@ def optimize_for_inference(
             per-channel weights), calibrated on ``calibration``.
         calibration: int8 only: a folder of images, or an iterable of ``N×3×H×W`` batches of RGB in 0..1 (what
             the model takes; it normalises its input itself). A few dozen images like the data.
+        reduce_range: int8 only: 7-bit weights (ONNX Runtime's ``reduce_range``); None: on a CPU without VNNI,
+            where 8-bit weights may saturate AVX2's 16-bit sums.
         fold_bn: fold BatchNorms into the convolutions that feed them.
         channels_last: None: try channels-last for eager on CUDA only; True/False: always/never.
         compile_mode: ``mode`` for ``torch.compile`` (e.g. "max-autotune").
@@ -347,7 +351,15 @@ def optimize_for_inference(
     for name in names:
         try:
             runner = _build_runner(
-                name, prepared, example_input, precision, channels_last, compile_mode, num_threads, calibration
+                name,
+                prepared,
+                example_input,
+                precision,
+                channels_last,
+                compile_mode,
+                num_threads,
+                calibration,
+                reduce_range,
             )
             diffs[name] = max_abs_difference(reference, runner(example_input))
         except Exception as error:  # a back-end that cannot run this model is skipped under "auto"
