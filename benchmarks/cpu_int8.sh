@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/cpu_env.sh
 "$PY" -m zoo benchmark --models xception65:deeplabv3plus --size 512 --batch-size 1 --output-stride 16 \
-    --device cpu --reference --precision int8 --warmup 2 --repeats 3 --rounds 5 \
+    --device cpu --reference --precision int8 --warmup 2 --repeats 3 --rounds 5 --threads 2 \
     --csv "$RESULTS/cpu_int8.csv" --json "$RESULTS/cpu_int8.json" "$@"
 "$PY" benchmarks/cpu_int8.py --size 512 --rounds 5 --repeats 2 "$@"
