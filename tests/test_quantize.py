@@ -187,3 +187,22 @@ def test_cli_export_predict_and_eval_in_int8(tmp_path: Path, capsys: pytest.Capt
                  str(metrics), "--precision", "int8", "--calibration", str(calibration)]) == 0  # fmt: skip
     report = json.loads((metrics / "metrics.json").read_text())["quantization_report"]
     assert report["images"] == 3 and 0.0 <= report["pixel_agreement"] <= 1.0 and report["miou_reference"] is not None
+
+
+def test_benchmark_times_int8_beside_fp32() -> None:
+    from zoo.benchmark import BenchmarkConfig, run_benchmark
+
+    config = BenchmarkConfig(
+        models=["xception41:fcn"],
+        sizes=[(48, 48)],
+        precision="int8",
+        encoder_kwargs={"width": 0.125},
+        warmup=1,
+        repeats=1,
+        rounds=1,
+        threads=1,
+    )
+    rows = {row.impl: row for row in run_benchmark(config)}
+    assert set(rows) == {"zoo", "zoo fast (onnxruntime, int8)"}, rows
+    assert rows["zoo"].precision == "fp32" and rows["zoo fast (onnxruntime, int8)"].precision == "int8"
+    assert rows["zoo fast (onnxruntime, int8)"].latency_ms > 0 and rows["zoo fast (onnxruntime, int8)"].error is None

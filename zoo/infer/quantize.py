@@ -233,7 +233,7 @@ class QuantizedRunner:
     """The int8 fast path: the folded model's dynamic-size graph, calibrated and quantized once, run by ONNX Runtime.
 
     One graph serves every input size (calibration ranges are tied to the graph's tensor names, so every size
-    runs the graph they were measured on; at 512x512 it ran as fast as a graph fixed to that size).
+    runs the graph they were measured on; at 512x512 it measured no slower than a graph fixed to that size).
 
     Args:
         model: the folded fp32 module, on the CPU, in eval mode.
