@@ -26,6 +26,7 @@ _LAZY = {
     "list_pretrained": "zoo.convert",
     "load_model": "zoo.checkpoint",
     "optimize_for_inference": "zoo.infer",
+    "quantization_report": "zoo.infer",
     "save_model": "zoo.checkpoint",
 }
 

@@ -90,7 +90,7 @@ class Candidate:
     macs: int | None = None
 
     def _autocast(self):
-        if self.precision == "fp32":
+        if self.precision in ("fp32", "int8"):
             return nullcontext()
         return torch.autocast(device_type=self.inputs.device.type, dtype=PRECISIONS[self.precision])
 
@@ -197,7 +197,7 @@ def group_candidates(
             candidate.runner = torch.compile(candidate.module, mode=config.compile_mode)
         if config.mode == "infer":
             candidate.module.eval()
-    if config.fast:
+    if config.fast or config.precision == "int8":
         if config.mode != "infer":
             raise BenchmarkError("--fast: the fast path is for --mode infer only")
         fast = _fast_candidate(zoo_module, part, size, config, device, versus=model_ref or enc_ref or "zoo")
@@ -209,12 +209,16 @@ def _fast_candidate(
     module: nn.Module, part: str, size: tuple[int, int], config: BenchmarkConfig, device: torch.device, versus: str
 ) -> Candidate:
     example = torch.randn(config.batch_size, 3, *size, device=device)
+    calibration = config.calibration
+    if config.precision == "int8" and calibration is None:
+        calibration = [torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(i)) for i in range(2)]
     try:
         optimized = optimize_for_inference(
             module.eval(),
             example,
             backend=config.fast_backend,  # type: ignore[arg-type]
             precision=config.precision,  # type: ignore[arg-type]
+            calibration=calibration if config.precision == "int8" else None,
             channels_last=True if config.channels_last else None,
             compile_mode=config.compile_mode,
             num_threads=config.threads,
@@ -223,4 +227,5 @@ def _fast_candidate(
         candidate = Candidate("zoo fast", part, module, size, None, versus=versus)  # type: ignore[arg-type]
         candidate.error = describe_error(error)
         return candidate
-    return Candidate(f"zoo fast ({optimized.backend})", part, module, size, optimized, versus=versus)
+    label = optimized.backend if config.precision == "fp32" else f"{optimized.backend}, {config.precision}"
+    return Candidate(f"zoo fast ({label})", part, module, size, optimized, versus=versus)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 
 from zoo.decoders import list_decoders
-from zoo.infer.optimize import PRECISIONS
+from zoo.infer.optimize import PRECISION_NAMES
 
 Mode = Literal["infer", "train"]
 SCALING_SIZES = (256, 384, 512, 768, 1024)
@@ -32,7 +32,8 @@ class BenchmarkConfig:
         output_stride: encoder output stride (8, 16, 32).
         mode: "infer" (forward without gradients) or "train" (forward, loss, backward, SGD step).
         device: "cpu" or "cuda" (or "cuda:N").
-        precision: "fp32", or "bf16"/"fp16" through ``torch.autocast``.
+        precision: "fp32", or "bf16"/"fp16" through ``torch.autocast``, or "int8" (CPU, inference): the fast
+            path quantized (implies ``fast``; the other candidates run fp32, as the reference).
         channels_last: run every candidate in channels-last memory format.
         compile: ``torch.compile`` every candidate (its compilation happens during warm-up).
         compile_mode: ``mode`` for ``torch.compile``.
@@ -47,6 +48,8 @@ class BenchmarkConfig:
         num_classes: classes of the models.
         encoder_kwargs: extra arguments for the zoo's encoders (e.g. ``{"width": 0.125}``); peers ignore them.
         threads: torch (and ONNX Runtime) intra-op threads; None keeps torch's default.
+        calibration: int8: a folder of images to calibrate on; None: two random images of the input size
+            (enough for timing, which does not depend on the ranges; accuracy is not measured here).
     """
 
     models: list[str]
@@ -69,6 +72,7 @@ class BenchmarkConfig:
     num_classes: int = 21
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
+    calibration: str | None = None
 
     def settings(self) -> list[tuple[tuple[int, int], int]]:
         """The (size, output stride) pairs to measure, in order."""
@@ -161,8 +165,10 @@ def check_config(config: BenchmarkConfig) -> None:
         raise BenchmarkError(f"--output-stride must be 8, 16 or 32, got {config.output_stride}")
     if config.mode not in ("infer", "train"):
         raise BenchmarkError(f"--mode must be infer or train, got {config.mode!r}")
-    if config.precision not in PRECISIONS:
-        raise BenchmarkError(f"--precision must be one of {list(PRECISIONS)}, got {config.precision!r}")
+    if config.precision not in PRECISION_NAMES:
+        raise BenchmarkError(f"--precision must be one of {list(PRECISION_NAMES)}, got {config.precision!r}")
+    if config.precision == "int8" and (config.mode != "infer" or config.device != "cpu"):
+        raise BenchmarkError("--precision int8: the quantized fast path runs inference on the CPU only")
     if config.threads is not None and config.threads < 1:
         raise BenchmarkError(f"--threads must be at least 1, got {config.threads}")
     if config.device.startswith("cuda") and not torch.cuda.is_available():

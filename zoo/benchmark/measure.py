@@ -95,6 +95,13 @@ def _fail(candidate: Candidate, error: BaseException, device: torch.device) -> N
         torch.cuda.empty_cache()
 
 
+def _precision(candidate: Candidate, config: BenchmarkConfig) -> str:
+    """The candidate's precision: int8 is the fast path's alone, the other candidates run fp32 beside it."""
+    if config.precision == "int8" and not candidate.impl.startswith("zoo fast"):
+        return "fp32"
+    return config.precision
+
+
 def _prepare(candidate: Candidate, config: BenchmarkConfig, device: torch.device) -> None:
     """Counts, inputs and warm-up (memory is measured during warm-up)."""
     h, w = candidate.size
@@ -105,7 +112,7 @@ def _prepare(candidate: Candidate, config: BenchmarkConfig, device: torch.device
     if config.channels_last:
         candidate.inputs = candidate.inputs.contiguous(memory_format=torch.channels_last)
     candidate.mode = config.mode
-    candidate.precision = config.precision
+    candidate.precision = _precision(candidate, config)
     if config.mode == "train":
         candidate.module.train()
         candidate.target = torch.randint(0, config.num_classes, (config.batch_size, h, w), device=device)
@@ -159,6 +166,7 @@ def _row(candidate: Candidate, spec: str, config: BenchmarkConfig, device: torch
     row.params_m = None if candidate.params is None else candidate.params / 1e6
     row.gmacs = None if candidate.macs is None else candidate.macs / 1e9
     row.versus = candidate.versus
+    row.precision = _precision(candidate, config)
     samples = [t for round_times in candidate.times for t in round_times]
     if samples and candidate.error is None:
         row.latency_ms = statistics.median(samples)

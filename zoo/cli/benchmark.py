@@ -22,7 +22,7 @@ from zoo.benchmark import (
     write_csv,
     write_json,
 )
-from zoo.infer.optimize import BACKENDS, PRECISIONS
+from zoo.infer.optimize import BACKENDS, PRECISION_NAMES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-stride", type=int, default=16, choices=(8, 16, 32))
     p.add_argument("--mode", choices=("infer", "train"), default="infer")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32")
+    p.add_argument(
+        "--precision",
+        choices=PRECISION_NAMES,
+        default="fp32",
+        help="bf16/fp16: torch.autocast for every candidate; int8: the fast path quantized (CPU), the others fp32",
+    )
+    p.add_argument("--calibration", default=None, metavar="DIR", help="int8: images to calibrate on (default: random)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile every candidate")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune)")
@@ -75,6 +81,7 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
         num_classes=args.num_classes,
         encoder_kwargs=parse_kwargs(args.encoder_kwargs),
         threads=args.threads,
+        calibration=args.calibration,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -11,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from zoo.cli.predict import add_inference_arguments, inference_options, positive_int
+from zoo.cli.predict import add_inference_arguments, add_precision_arguments, inference_options, positive_int
 from zoo.data import build_dataset
 from zoo.data.io import voc_palette, write_image, write_mask
+from zoo.infer.accuracy import predictor_report
 from zoo.infer.evaluate import evaluate, save_results
 from zoo.infer.predictor import Predictor
 from zoo.metrics import print_scores
@@ -30,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, type=Path, help="folder for the plots and metrics.json")
     parser.add_argument("--show-dir", type=Path, default=None, help="write pred/ masks and vis/ image|pred|truth")
     parser.add_argument("--force", action="store_true", help="replace the results already in --output")
+    add_precision_arguments(parser)
     add_inference_arguments(parser)
     pad = parser.add_mutually_exclusive_group()
     pad.add_argument(
@@ -66,7 +69,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.output / 'metrics.json'} exists; pass --force to replace it, or another --output")
     options = inference_options(args)
     pad_to = None if args.no_pad else (tuple(args.pad_to) if args.pad_to else args.dataset)
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.device, pad_to=pad_to, **options)
+    fast = args.precision != "fp32"
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint,
+        args.device,
+        pad_to=pad_to,
+        fast=fast,
+        precision=args.precision,
+        calibration=args.calibration,
+        **options,
+    )
     dataset = build_dataset(args.dataset, root=args.root, split=None if args.split == "all" else args.split)
     class_names = list(getattr(dataset, "classes", None) or predictor.class_names or [])
     if len(class_names) != predictor.num_classes:
@@ -95,7 +107,12 @@ def run(args: argparse.Namespace) -> int:
         "slide": [list(v) for v in slide] if slide else None,
         "pad_to": list(pad) if pad else None,
         "seconds": seconds,
+        "precision": args.precision,
     }
+    if fast:
+        report = predictor_report(predictor, dataset)
+        print(f"{args.precision} against fp32 (one scale, no flip):", *report.lines(), sep="\n  ")
+        info["quantization_report"] = dataclasses.asdict(report)
     save_results(scores, class_names, args.output, info)
     print(f"mIoU {scores.miou:.4f} over {len(dataset)} images ({seconds:.1f} s); plots and metrics in {args.output}")
     return 0

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from zoo.data.cityscapes import CITYSCAPES_PALETTE
 from zoo.data.io import read_image, voc_palette, write_image, write_mask
+from zoo.infer.optimize import PRECISION_NAMES
 from zoo.infer.predictor import Predictor
 from zoo.infer.tta import DEEPLAB_SCALES
 from zoo.viz import overlay, with_legend
@@ -133,6 +134,19 @@ def inference_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"scales": scales, "flip": bool(args.flip or args.tta), "slide": slide, "batch_size": args.batch_size}
 
 
+def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--calibration``, shared by ``zoo predict`` and ``zoo eval``."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_NAMES,
+        default="fp32",
+        help="the fast path's precision; int8: static quantization calibrated on --calibration (CPU)",
+    )
+    parser.add_argument(
+        "--calibration", type=Path, default=None, metavar="DIR", help="int8: a folder of images like the data"
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``zoo predict``."""
     parser.description = "Write DIR/pred/<name>.png (class-index palette PNG) and DIR/vis/<name>.png (overlay)."
@@ -155,6 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="zoo.optimize_for_inference (on the CPU: ONNX Runtime, a fixed graph for each of the first 4 input "
         "sizes, one graph with dynamic sizes for all others)",
     )
+    add_precision_arguments(parser)
     parser.add_argument("--num-classes", type=int, default=None, help="fail unless the checkpoint has this many")
     parser.add_argument("--classes", default=None, help="comma-separated class names the checkpoint must have")
     parser.add_argument("--encoder", default=None, help="fail unless the checkpoint was built on this encoder")
@@ -181,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         onnx=args.onnx,
         fast=args.fast,
+        precision=args.precision,
+        calibration=args.calibration,
         num_classes=args.num_classes,
         class_names=classes,
         encoder=args.encoder,

@@ -1,4 +1,4 @@
-"""A fast inference path: BatchNorm folding, channels-last, ONNX Runtime and ``torch.compile``.
+"""A fast inference path: BatchNorm folding, channels-last, ONNX Runtime and ``torch.compile``; int8 and bf16.
 
 ``optimize_for_inference(model, example_input=x)`` returns an :class:`OptimizedModel`, a callable with
 the model's outputs (max abs difference at most 1e-3 in fp32, checked at build time) that runs
@@ -14,6 +14,11 @@ fastest:
 
 ``backend="auto"`` measures ONNX Runtime against eager on the CPU and ``torch.compile`` against eager
 on CUDA (on this project's 2-core CPU ``torch.compile`` gave no gain, and channels-last was slower).
+
+``precision="int8"`` (CPU, ONNX Runtime) quantizes every graph the ONNX Runtime back-end builds, with
+activation ranges calibrated once on the ``calibration`` images (see :mod:`zoo.infer.quantize`); its accuracy
+is measured by :func:`zoo.infer.quantize.quantization_report`, not by the build-time check. ``precision="bf16"``
+runs the torch back-ends under ``torch.autocast`` and, on the CPU, needs a CPU with native bf16 instructions.
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ from torch.utils.benchmark import Timer
 
 from zoo.infer.fold import count_batchnorms, fold_batchnorm
 from zoo.infer.onnx import onnx_bytes, ort_session
+from zoo.infer.quantize import Calibration, QuantizedRunner, calibration_batches, check_cpu_precision
 
 Backend = Literal["auto", "onnxruntime", "compile", "eager"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
 BACKENDS = ("auto", "onnxruntime", "compile", "eager")
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # torch.autocast dtypes
+PRECISION_NAMES = (*PRECISIONS, "int8")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -157,6 +164,8 @@ class OptimizedModel:
         timings_ms: median latency of each candidate measured at build time (ms) on the example input.
         max_abs_diff: each candidate's max abs difference from the original model on the example input.
         folded_batchnorms: how many BatchNorms were folded into convolutions.
+        precision: "fp32", "bf16", "fp16" or "int8".
+        folded_model: the folded fp32 module the back-end runs or was exported from.
     """
 
     def __init__(
@@ -166,18 +175,36 @@ class OptimizedModel:
         timings_ms: dict[str, float],
         max_abs_diff: dict[str, float],
         folded_batchnorms: int,
+        *,
+        precision: str = "fp32",
+        folded_model: nn.Module | None = None,
     ) -> None:
         self.runner = runner
         self.backend = backend
         self.timings_ms = timings_ms
         self.max_abs_diff = max_abs_diff
         self.folded_batchnorms = folded_batchnorms
+        self.precision = precision
+        self.folded_model = folded_model
+
+    @property
+    def calibration_images(self) -> int | None:
+        """int8: how many images the activation ranges were calibrated on (else None)."""
+        return getattr(self.runner, "calibration_images", None)
+
+    @property
+    def calibration_ranges(self) -> dict[str, tuple[float, float]] | None:
+        """int8: each quantized tensor's calibrated (min, max) (else None)."""
+        return getattr(self.runner, "ranges", None)
 
     def __call__(self, x: torch.Tensor) -> Any:
         return self.runner(x)
 
     def __repr__(self) -> str:
-        return f"OptimizedModel(backend={self.backend!r}, folded_batchnorms={self.folded_batchnorms})"
+        return (
+            f"OptimizedModel(backend={self.backend!r}, precision={self.precision!r}, "
+            f"folded_batchnorms={self.folded_batchnorms})"
+        )
 
 
 def max_abs_difference(a: Any, b: Any) -> float:
@@ -218,11 +245,15 @@ def _build_runner(
     channels_last: bool | None,
     compile_mode: str | None,
     num_threads: int | None,
+    calibration: Calibration | None = None,
+    reduce_range: bool | None = None,
 ) -> Callable[[torch.Tensor], Any]:
     device = example_input.device
+    if name == "onnxruntime" and precision == "int8":
+        return QuantizedRunner(model, example_input, calibration, num_threads=num_threads, reduce_range=reduce_range)
     if name == "onnxruntime":
         if device.type != "cpu" or precision != "fp32":
-            raise ValueError("backend 'onnxruntime' runs fp32 on the CPU only")
+            raise ValueError("backend 'onnxruntime' runs fp32 (or int8) on the CPU only")
         return OnnxRuntimeRunner(model, example_input, num_threads=num_threads)
     use_cl = name == "eager+channels_last" or (name == "compile" and bool(channels_last or device.type == "cuda"))
     module = model.to(memory_format=torch.channels_last) if use_cl else model
@@ -231,12 +262,27 @@ def _build_runner(
     return _TorchRunner(module, device, precision, use_cl)
 
 
+def _check_precision(precision: str, backend: str, device: torch.device, calibration: Calibration | None) -> None:
+    """Raise for a precision this back-end, device or CPU cannot run (before any work)."""
+    if precision not in PRECISION_NAMES:
+        raise ValueError(f"precision must be one of {PRECISION_NAMES}, got {precision!r}")
+    if precision == "int8":
+        if device.type != "cpu" or backend not in ("auto", "onnxruntime"):
+            raise ValueError("precision 'int8' runs on the CPU with ONNX Runtime (backend 'auto' or 'onnxruntime')")
+        if calibration is None:
+            raise ValueError("precision 'int8' needs calibration data: images like the data (--calibration DIR)")
+    if device.type == "cpu":
+        check_cpu_precision(precision)
+
+
 def optimize_for_inference(
     model: nn.Module,
     example_input: torch.Tensor,
     backend: Backend = "auto",
     *,
     precision: Precision = "fp32",
+    calibration: Calibration | None = None,
+    reduce_range: bool | None = None,
     fold_bn: bool = True,
     channels_last: bool | None = None,
     compile_mode: str | None = None,
@@ -253,27 +299,37 @@ def optimize_for_inference(
             each back-end's outputs and to time them.
         backend: "auto" (measure the candidates for the device and keep the fastest), "onnxruntime"
             (CPU, fp32), "compile" (``torch.compile``) or "eager" (the folded model itself).
-        precision: "fp32", or "bf16"/"fp16" through ``torch.autocast`` (torch back-ends only).
+        precision: "fp32"; "bf16"/"fp16" through ``torch.autocast`` (torch back-ends; bf16 on the CPU needs
+            native bf16 instructions); "int8": static post-training quantization (CPU, ONNX Runtime, QDQ,
+            per-channel weights), calibrated on ``calibration``.
+        calibration: int8 only: a folder of images, or an iterable of ``N×3×H×W`` batches of RGB in 0..1 (what
+            the model takes; it normalises its input itself). A few dozen images like the data.
+        reduce_range: int8 only: 7-bit weights (ONNX Runtime's ``reduce_range``); None: on a CPU without VNNI,
+            where 8-bit weights may saturate AVX2's 16-bit sums.
         fold_bn: fold BatchNorms into the convolutions that feed them.
         channels_last: None: try channels-last for eager on CUDA only; True/False: always/never.
         compile_mode: ``mode`` for ``torch.compile`` (e.g. "max-autotune").
         num_threads: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``).
         tolerance: largest allowed max abs difference from the model on ``example_input``; default
-            1e-3 for fp32 and 5% of the output's largest magnitude for bf16/fp16.
+            1e-3 for fp32, 5% of the output's largest magnitude for bf16/fp16, no limit for int8 (whose
+            accuracy :func:`zoo.infer.quantize.quantization_report` measures on real images).
         warmup: untimed runs per candidate before timing ("auto" only).
         trials: timed runs per candidate ("auto" only).
 
     Raises:
-        ValueError: for an unknown backend or precision, or when the requested back-end's outputs
-            differ from the model's by more than ``tolerance`` (with "auto" such candidates are skipped).
+        ValueError: for an unknown backend or precision, a precision this CPU has no instructions for, int8
+            without calibration data or off the CPU, or when the requested back-end's outputs differ from the
+            model's by more than ``tolerance`` (with "auto" such candidates are skipped).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     if not isinstance(example_input, torch.Tensor):
         raise TypeError(f"example_input must be a tensor, got {type(example_input).__name__}")
     device = example_input.device
+    _check_precision(precision, backend, device, calibration)
+    if precision == "int8":
+        calibration = calibration_batches(calibration)  # reads and checks the images before any work
+    strict = backend != "auto" or precision == "int8"  # int8 has one candidate: its errors are the caller's
     original = model.eval()
     with torch.inference_mode():
         reference = original(example_input)
@@ -284,24 +340,36 @@ def optimize_for_inference(
     folded = before - count_batchnorms(prepared)
     scale = max(abs(leaf).max().item() for leaf in pytree.tree_leaves(reference))
     limit = tolerance if tolerance is not None else (1e-3 if precision == "fp32" else 0.05 * max(1.0, scale))
+    if precision == "int8":
+        limit = tolerance if tolerance is not None else float("inf")
 
-    names = _candidates(backend, device, channels_last)
+    names = ["onnxruntime"] if precision == "int8" else _candidates(backend, device, channels_last)
     runners: dict[str, Callable] = {}
     timings: dict[str, float] = {}
     diffs: dict[str, float] = {}
     errors: dict[str, str] = {}
     for name in names:
         try:
-            runner = _build_runner(name, prepared, example_input, precision, channels_last, compile_mode, num_threads)
+            runner = _build_runner(
+                name,
+                prepared,
+                example_input,
+                precision,
+                channels_last,
+                compile_mode,
+                num_threads,
+                calibration,
+                reduce_range,
+            )
             diffs[name] = max_abs_difference(reference, runner(example_input))
         except Exception as error:  # a back-end that cannot run this model is skipped under "auto"
-            if backend != "auto":
+            if strict:
                 raise
             errors[name] = f"{type(error).__name__}: {error}"
             continue
         if diffs[name] > limit:
             message = f"backend {name!r} differs from the model by {diffs[name]:.3g} > tolerance {limit:.3g}"
-            if backend != "auto":
+            if strict:
                 raise ValueError(message)
             errors[name] = message
             continue
@@ -313,4 +381,4 @@ def optimize_for_inference(
     for name, message in errors.items():
         warnings.warn(f"optimize_for_inference skipped {name}: {message}", stacklevel=2)
     best = min(runners, key=lambda n: timings.get(n, 0.0))
-    return OptimizedModel(runners[best], best, timings, diffs, folded)
+    return OptimizedModel(runners[best], best, timings, diffs, folded, precision=precision, folded_model=prepared)

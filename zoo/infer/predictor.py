@@ -16,7 +16,8 @@ import torch
 from zoo.checkpoint import load_model, read_checkpoint
 from zoo.data.io import to_rgb_uint8
 from zoo.infer.onnx import OnnxModel
-from zoo.infer.optimize import optimize_for_inference
+from zoo.infer.optimize import PRECISION_NAMES, optimize_for_inference
+from zoo.infer.quantize import Calibration, check_cpu_precision, image_files
 from zoo.infer.tta import DEEPLAB_TF_EVAL_CROP, Slide, infer_logits, pad_to_size
 
 
@@ -82,6 +83,8 @@ class Predictor:
         backend: str = "torch",
         onnx: str | Path | None = None,
         fast: bool = False,
+        precision: str = "fp32",
+        calibration: Calibration | None = None,
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
         encoder: str | None = None,
@@ -96,6 +99,8 @@ class Predictor:
             backend: "torch", or "onnx" to run ``onnx`` (a file from ``zoo export``) with ONNX Runtime.
             onnx: the ONNX file for ``backend="onnx"``.
             fast: run the model through :func:`zoo.optimize_for_inference` (torch backend).
+            precision: the fast path's precision: "fp32", "bf16", "fp16" or "int8" (CPU, with ``calibration``).
+            calibration: int8: a folder of images like the data, or an iterable of batches of RGB in 0..1.
             num_classes: the number of classes expected; a checkpoint with another number is an error.
             class_names: the class names expected; a checkpoint with other names is an error.
             encoder: the encoder name expected; a checkpoint built on another encoder is an error.
@@ -128,10 +133,11 @@ class Predictor:
             meta = read_checkpoint(path)["zoo"]
             source = path
         _check_expected(meta, source, num_classes, class_names, encoder)
+        _check_precision(precision, calibration, fast and backend == "torch", device)
         if backend == "torch":
             model = load_model(path, map_location=device)
             if fast:
-                model = _LazyOptimized(model)
+                model = _LazyOptimized(model, precision=precision, calibration=calibration)
         if isinstance(pad_to, str):
             pad_to = deeplab_eval_crop(meta["build_args"], pad_to)
         return cls(
@@ -184,15 +190,25 @@ class Predictor:
 
 
 class _LazyOptimized:
-    """Calls :func:`zoo.optimize_for_inference` on the first input it sees, then runs the optimised model."""
+    """Calls :func:`zoo.optimize_for_inference` on the first input it sees, then runs the optimised model.
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    Args:
+        model: the model.
+        precision: the fast path's precision.
+        calibration: int8 calibration data.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, precision: str = "fp32", calibration: Calibration | None = None):
         self.model = model
+        self.precision = precision
+        self.calibration = calibration
         self.optimized: Callable | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.optimized is None:
-            self.optimized = optimize_for_inference(self.model, example_input=x)
+            self.optimized = optimize_for_inference(
+                self.model, example_input=x, precision=self.precision, calibration=self.calibration
+            )
         return self.optimized(x)
 
 
@@ -207,6 +223,22 @@ def deeplab_eval_crop(build_args: dict[str, Any], dataset: str) -> tuple[int, in
     if build_args.get("semantics") != "deeplab-tf":
         return None
     return DEEPLAB_TF_EVAL_CROP.get(dataset)
+
+
+def _check_precision(precision: str, calibration: Calibration | None, fast: bool, device: torch.device) -> None:
+    """Raise before any work for a precision that cannot run: no fast path, no calibration data, no CPU support."""
+    if precision not in PRECISION_NAMES:
+        raise ValueError(f"precision must be one of {PRECISION_NAMES}, got {precision!r}")
+    if precision == "fp32":
+        return
+    if not fast:
+        raise ValueError(f"--precision {precision} runs on the fast path: add --fast (with the torch backend)")
+    if precision == "int8" and calibration is None:
+        raise ValueError("--precision int8 needs --calibration DIR: a folder of images like the data")
+    if isinstance(calibration, (str, Path)):
+        image_files(calibration)
+    if device.type == "cpu":
+        check_cpu_precision(precision)
 
 
 def _check_expected(

@@ -1,0 +1,313 @@
+"""Lower precision on the CPU: int8 static post-training quantization with ONNX Runtime, and the CPU checks.
+
+int8 is ONNX Runtime's static quantization in QDQ form: weights per output channel (int8, symmetric),
+activations per tensor (uint8), their ranges calibrated (min/max) on the images the caller gives. The
+calibration and the quantization run once, on the folded model's dynamic-size graph, so calibration images keep
+their own sizes and the one quantized graph runs inputs of any size (the ranges belong to that graph's tensor
+names). On a CPU without a VNNI dot-product instruction the weights use 7 bits
+(``reduce_range``): AVX2's 8-bit multiply-add saturates its 16-bit sums otherwise, as ONNX Runtime's
+quantization guide says.
+
+Accuracy is measured, never assumed: :func:`zoo.infer.accuracy.quantization_report`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils import _pytree as pytree
+
+from zoo.checkpoint import model_meta
+from zoo.data.io import read_image, to_rgb_uint8
+from zoo.fileio import atomic_write
+from zoo.infer.fold import fold_batchnorm
+from zoo.infer.onnx import INPUT_NAME, META_KEY, onnx_bytes, ort_session
+from zoo.models import SegmentationModel
+
+Calibration = Iterable[torch.Tensor] | str | Path
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+INT8_FLAGS = VNNI_FLAGS | {"avx2", "asimddp"}  # x86: AVX2 at least; Arm: the dot-product extension
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 AVX-512 BF16 / AMX, Arm BF16
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The CPU
+
+
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this CPU (``flags`` on x86, ``Features`` on Arm, from /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def check_cpu_precision(precision: str, flags: frozenset[str] | None = None) -> None:
+    """Raise a ValueError when this CPU has no native instructions for ``precision`` ("int8" or "bf16").
+
+    Args:
+        precision: "fp32", "int8" or "bf16" ("fp32" always passes).
+        flags: the CPU's flags (default: :func:`cpu_flags`).
+    """
+    flags = cpu_flags() if flags is None else flags
+    needed = {"int8": INT8_FLAGS, "bf16": BF16_FLAGS}.get(precision)
+    if needed is None or flags & needed:
+        return
+    cpu = platform.processor() or platform.machine()
+    raise ValueError(
+        f"precision {precision!r} on the CPU needs one of the instruction sets {sorted(needed)}; "
+        f"this CPU ({cpu}) has none of them"
+    )
+
+
+def has_vnni(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU multiplies 8-bit integers without saturating (VNNI or AMX)."""
+    return bool((cpu_flags() if flags is None else flags) & VNNI_FLAGS)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Calibration data
+
+
+def image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A ``1×3×H×W`` float batch in 0..1 from an ``H×W×3`` uint8 image or a (batched) tensor in 0..1."""
+    if isinstance(image, torch.Tensor):
+        x = image.detach().float().cpu()
+        return x.unsqueeze(0) if x.dim() == 3 else x
+    rgb = to_rgb_uint8(np.asarray(image))
+    return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div_(255)
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files in ``folder`` (not recursive), sorted.
+
+    Raises:
+        FileNotFoundError: the folder does not exist or holds no images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"calibration folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def calibration_batches(calibration: Calibration | None, *, limit: int | None = None) -> list[torch.Tensor]:
+    """The calibration batches: ``N×3×H×W`` float tensors of RGB in 0..1, like the model's input.
+
+    Args:
+        calibration: a folder of images, or an iterable of batches (``N×3×H×W`` or ``3×H×W`` tensors in 0..1;
+            the model normalises its input itself, so batches are not normalised).
+        limit: read at most this many images from a folder.
+
+    Raises:
+        ValueError: no calibration data, an empty iterable, a batch that is not ``N×3×H×W``, or values outside
+            0..1 (a batch already normalised with a mean and std).
+        FileNotFoundError: a folder that does not exist or holds no images.
+    """
+    if calibration is None:
+        raise ValueError("precision 'int8' needs calibration data: images like the data (--calibration DIR)")
+    if isinstance(calibration, (str, Path)):
+        files = image_files(calibration)[:limit]
+        return [image_tensor(read_image(path)) for path in files]
+    batches = [image_tensor(batch) for batch in calibration]
+    if not batches:
+        raise ValueError("the calibration set is empty")
+    for index, batch in enumerate(batches):
+        if batch.dim() != 4 or batch.shape[1] != 3:
+            raise ValueError(f"calibration batch {index} has shape {tuple(batch.shape)}, expected N×3×H×W")
+        low, high = batch.min().item(), batch.max().item()
+        if low < -1e-3 or high > 1 + 1e-3:
+            raise ValueError(
+                f"calibration batch {index} holds values in [{low:.3g}, {high:.3g}]: give RGB in 0..1 "
+                "(the model normalises its input itself)"
+            )
+    return batches
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Ranges and quantized graphs
+
+
+class _BatchReader:
+    """ONNX Runtime's calibration data reader over a list of batches."""
+
+    def __init__(self, batches: Sequence[torch.Tensor]) -> None:
+        self.batches = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self.batches, None)
+        return None if batch is None else {INPUT_NAME: batch.contiguous().numpy()}
+
+
+def dynamic_graph(model: nn.Module, channels: int = 3) -> bytes:
+    """The ONNX bytes of ``model`` with dynamic batch, height and width (exported at an odd size to keep the pad)."""
+    odd = torch.rand(1, channels, 65, 91, generator=torch.Generator().manual_seed(0))
+    return onnx_bytes(model, odd, dynamic=True)
+
+
+def calibrate(graph: bytes, batches: Sequence[torch.Tensor]) -> Any:
+    """Min/max ranges of every tensor ONNX Runtime's quantizer would quantize, over ``batches``.
+
+    Args:
+        graph: the fp32 ONNX bytes (dynamic sizes where the batches differ in size).
+        batches: ``N×3×H×W`` tensors of RGB in 0..1.
+
+    Returns:
+        ONNX Runtime's ``TensorsData`` (tensor name -> min and max).
+    """
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    with tempfile.TemporaryDirectory(prefix="zoo-calib-") as folder:
+        path = Path(folder) / "model.onnx"
+        path.write_bytes(graph)
+        calibrator = create_calibrator(
+            path,
+            augmented_model_path=str(Path(folder) / "augmented.onnx"),
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        calibrator.collect_data(_BatchReader(batches))
+        return calibrator.compute_data()
+
+
+def range_table(ranges: Any) -> dict[str, tuple[float, float]]:
+    """``TensorsData`` as a plain ``{tensor name: (min, max)}``."""
+    table = {}
+    for name, value in ranges.data.items():
+        low, high = value.range_value
+        table[name] = (float(np.min(low)), float(np.max(high)))
+    return table
+
+
+def quantize_graph(model: bytes, ranges: Any, *, reduce_range: bool) -> bytes:
+    """The QDQ int8 graph of an fp32 ONNX graph, with activation ranges from :func:`calibrate`.
+
+    Args:
+        model: the fp32 ONNX bytes (BatchNorms already folded).
+        ranges: ONNX Runtime's ``TensorsData`` from :func:`calibrate`.
+        reduce_range: 7-bit weights (CPUs without VNNI).
+    """
+    import logging
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing"
+    with tempfile.TemporaryDirectory(prefix="zoo-quant-") as folder:
+        source, target, cache = (Path(folder) / name for name in ("model.onnx", "int8.onnx", "ranges.json"))
+        source.write_bytes(model)
+        save_tensors_data(ranges, cache)
+        quantize_static(
+            source,
+            target,
+            None,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            calibration_cache_path=cache,
+        )
+        return target.read_bytes()
+
+
+class QuantizedRunner:
+    """The int8 fast path: the folded model's dynamic-size graph, calibrated and quantized once, run by ONNX Runtime.
+
+    One graph serves every input size (calibration ranges are tied to the graph's tensor names, so every size
+    runs the graph they were measured on; at 512x512 it measured no slower than a graph fixed to that size).
+
+    Args:
+        model: the folded fp32 module, on the CPU, in eval mode.
+        example_input: an input (its outputs give the output structure).
+        calibration: a folder of images or an iterable of batches of RGB in 0..1 (see :func:`calibration_batches`).
+        num_threads: ONNX Runtime's intra-op threads (default: ``torch.get_num_threads()``).
+        reduce_range: 7-bit weights; default: on a CPU without VNNI.
+
+    Attributes:
+        graph: the quantized ONNX bytes.
+        ranges: each quantized tensor's calibrated (min, max).
+        calibration_images: how many images the ranges come from.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_input: torch.Tensor,
+        calibration: Calibration | None,
+        *,
+        num_threads: int | None = None,
+        reduce_range: bool | None = None,
+    ) -> None:
+        batches = calibration_batches(calibration)
+        self.calibration_images = sum(int(b.shape[0]) for b in batches)
+        fp32 = dynamic_graph(model.cpu().eval())
+        ranges = calibrate(fp32, batches)
+        self.ranges = range_table(ranges)
+        self.graph = quantize_graph(fp32, ranges, reduce_range=not has_vnni() if reduce_range is None else reduce_range)
+        self.session = ort_session(self.graph, num_threads=num_threads or torch.get_num_threads())
+        with torch.no_grad():
+            self.spec = pytree.tree_structure(model(example_input.cpu().float()))
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        array = x.detach().cpu().float().contiguous().numpy()
+        outputs = self.session.run(None, {INPUT_NAME: array})
+        return pytree.tree_unflatten([torch.from_numpy(o).to(x.device) for o in outputs], self.spec)
+
+
+__all__ = [
+    "Calibration",
+    "QuantizedRunner",
+    "calibrate",
+    "calibration_batches",
+    "check_cpu_precision",
+    "cpu_flags",
+    "export_int8_onnx",
+    "has_vnni",
+    "quantize_graph",
+]
+
+
+def export_int8_onnx(
+    model: nn.Module, path: str | Path, calibration: Calibration, *, meta: dict[str, Any] | None = None
+) -> Path:
+    """Write a model's int8 ONNX file: BatchNorms folded, calibrated on ``calibration``, dynamic batch/height/width.
+
+    The file is the graph the int8 fast path runs, with the model description in its metadata (as
+    :func:`zoo.infer.onnx.export_onnx` writes it), so ``zoo predict --backend onnx`` runs it alone.
+
+    Args:
+        model: a :class:`~zoo.models.SegmentationModel` (left unchanged).
+        path: the ``.onnx`` file to write (atomically; parent folders are created).
+        calibration: a folder of images like the data, or an iterable of batches of RGB in 0..1.
+        meta: the model description (default: :func:`zoo.checkpoint.model_meta` of a SegmentationModel).
+    """
+    import onnx
+
+    batches = calibration_batches(calibration)
+    folded = fold_batchnorm(copy.deepcopy(model).cpu().eval(), batches[0], inplace=True)
+    proto = onnx.load_from_string(QuantizedRunner(folded, batches[0], batches).graph)
+    if meta is None and isinstance(model, SegmentationModel):
+        meta = model_meta(model)
+    if meta is not None:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_KEY, json.dumps(meta)
+    return atomic_write(path, lambda f: f.write(proto.SerializeToString()))
