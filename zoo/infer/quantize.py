@@ -13,11 +13,13 @@ Accuracy is measured, never assumed: :func:`zoo.infer.accuracy.quantization_repo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import platform
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,13 +206,10 @@ def quantize_graph(model: bytes, ranges: Any, *, reduce_range: bool) -> bytes:
         ranges: ONNX Runtime's ``TensorsData`` from :func:`calibrate`.
         reduce_range: 7-bit weights (CPUs without VNNI).
     """
-    import logging
-
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing"
-    with tempfile.TemporaryDirectory(prefix="zoo-quant-") as folder:
+    with tempfile.TemporaryDirectory(prefix="zoo-quant-") as folder, _root_log_level(logging.ERROR):
         source, target, cache = (Path(folder) / name for name in ("model.onnx", "int8.onnx", "ranges.json"))
         source.write_bytes(model)
         save_tensors_data(ranges, cache)
@@ -227,6 +226,18 @@ def quantize_graph(model: bytes, ranges: Any, *, reduce_range: bool) -> bytes:
             calibration_cache_path=cache,
         )
         return target.read_bytes()
+
+
+@contextlib.contextmanager
+def _root_log_level(level: int) -> Iterator[None]:
+    """Raise the root logger's level for the block (ONNX Runtime's quantizer logs "consider pre-processing" there)."""
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(max(before, level))
+    try:
+        yield
+    finally:
+        root.setLevel(before)
 
 
 class QuantizedRunner:
