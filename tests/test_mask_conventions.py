@@ -12,7 +12,8 @@ from PIL import Image
 import zoo
 from zoo.cli import main
 from zoo.data.colour import colour_to_index
-from zoo.data.io import read_mask, remap_labels, voc_palette, write_mask
+from zoo.data.files import remap_labels
+from zoo.data.io import read_mask, voc_palette, write_mask
 from zoo.data.stats import class_stats
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from zoo.data.io import IGNORE_INDEX, SegmentationFiles, read_mask, require_dir
+from zoo.data.files import SegmentationFiles, require_dir
+from zoo.data.io import IGNORE_INDEX, read_mask
 
 CITYSCAPES_CLASSES: tuple[str, ...] = (
     "road",

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from zoo.data.cityscapes import CITYSCAPES_PALETTE
-from zoo.data.io import IGNORE_INDEX, VOC_CLASSES, read_lines, voc_palette
+from zoo.data.files import read_lines
+from zoo.data.io import IGNORE_INDEX, VOC_CLASSES, voc_palette
 
 
 def named_palette(spec: str) -> list[tuple[int, int, int]]:

@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from zoo.data.io import IGNORE_INDEX, SegmentationFiles, read_lines, require_dir, resolve_classes
+from zoo.data.files import SegmentationFiles, read_lines, require_dir, resolve_classes
+from zoo.data.io import IGNORE_INDEX
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

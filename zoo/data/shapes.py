@@ -112,10 +112,11 @@ class ShapesDataset(Dataset):
         split: "train", "val" or "test".
         transform: albumentations Compose (or callable taking ``image=``, ``mask=``) applied to each item.
         num_images: number of items (default 200 for train, 40 for val and test).
-        size: image height and width in pixels.
+        size: image height and width in pixels (default: ``default_size``, 128).
         seed: data seed; the same seed, split and index always give the same item.
     """
 
+    default_size: int = 128
     classes: list[str] = list(SHAPES_CLASSES)
     palette: list[tuple[int, int, int]] = list(SHAPES_PALETTE)
     num_classes: int = len(SHAPES_CLASSES)
@@ -127,7 +128,7 @@ class ShapesDataset(Dataset):
         split: str = "train",
         transform: Any = None,
         num_images: int | None = None,
-        size: int = 128,
+        size: int | None = None,
         seed: int = 0,
     ) -> None:
         if root is not None:
@@ -140,7 +141,7 @@ class ShapesDataset(Dataset):
         num_images = DEFAULT_NUM_IMAGES[split] if num_images is None else num_images
         if num_images < 1:
             raise ValueError(f"shapes: num_images must be positive, got {num_images}")
-        self.split, self.transform, self.size, self.seed = split, transform, size, seed
+        self.split, self.transform, self.size, self.seed = split, transform, size or self.default_size, seed
         self.ids = [f"{split}_{i:05d}" for i in range(num_images)]
 
     def __len__(self) -> int:

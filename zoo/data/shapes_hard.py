@@ -5,9 +5,6 @@ in the same way.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import cv2
 import numpy as np
 
@@ -126,24 +123,14 @@ class HardShapesDataset(ShapesDataset):
         split: "train", "val" or "test".
         transform: albumentations Compose (or callable taking ``image=``, ``mask=``) applied to each item.
         num_images: number of items (default 200 for train, 40 for val and test).
-        size: image height and width in pixels.
+        size: image height and width in pixels (default 96).
         seed: data seed; the same seed, split and index always give the same item.
     """
 
+    default_size: int = 96
     classes: list[str] = list(HARD_CLASSES)
     palette: list[tuple[int, int, int]] = list(HARD_PALETTE)
     num_classes: int = len(HARD_CLASSES)
-
-    def __init__(
-        self,
-        root: str | Path | None = None,
-        split: str = "train",
-        transform: Any = None,
-        num_images: int | None = None,
-        size: int = 96,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(root, split, transform, num_images, size, seed)
 
     def _draw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         return make_hard_shapes_item(self.seed, self.split, index, self.size)

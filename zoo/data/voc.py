@@ -30,15 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from zoo.data.io import (
-    VOC_CLASSES,
-    SegmentationFiles,
-    read_lines,
-    read_mask,
-    require_dir,
-    resolve_classes,
-    voc_palette,
-)
+from zoo.data.files import SegmentationFiles, read_lines, require_dir, resolve_classes
+from zoo.data.io import VOC_CLASSES, read_mask, voc_palette
 
 LIST_DIR = Path("ImageSets") / "Segmentation"
 
