@@ -164,9 +164,10 @@ class SegmentationModule(pl.LightningModule):
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """Lightning's optimizer step, then a check that the weights are finite (before any checkpoint is written)."""
         super().optimizer_step(*args, **kwargs)
-        tensors = {k: v for k, v in self.model.state_dict().items() if v.is_floating_point()}
-        if not torch.stack([v.isfinite().all() for v in tensors.values()]).all():
-            bad = next(k for k, v in tensors.items() if not v.isfinite().all())
+        tensors = [t for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()]
+        if not torch.stack([t.isfinite().all() for t in tensors]).all():
+            named = (*self.model.named_parameters(), *self.model.named_buffers())
+            bad = next(k for k, v in named if v.is_floating_point() and not v.isfinite().all())
             raise NonFiniteTrainingError(
                 f"weights hold NaN or infinity after step {self.global_step + 1} (first: {bad}); stopped, no "
                 "checkpoint written: lower model.lr or check the data"
