@@ -47,7 +47,8 @@ def describe_file(path: Path) -> str:
             return what
     if head.startswith(b"PK\x03\x04"):
         return f"a truncated or corrupt checkpoint ({size} bytes)" if not zipfile.is_zipfile(path) else "a zip archive"
-    if path.suffix.lower() == ".onnx" or head[:1] == b"\x08" and b"onnx" in head.lower() + path.name.lower().encode():
+    mentions_onnx = b"onnx" in head.lower() or "onnx" in path.name.lower()
+    if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and mentions_onnx):  # protobuf field 1: ir_version
         return "an ONNX model (use --onnx / --backend onnx for it)"
     try:
         head.decode("utf-8")
@@ -153,11 +154,16 @@ def save_model(
     if not isinstance(model, SegmentationModel):
         raise TypeError(f"save_model needs a SegmentationModel (from build_model), got {type(model).__name__}")
     state = model.state_dict()
-    bad = non_finite_tensors(state)
+    return write_checkpoint(path, {"zoo": model_meta(model, class_names, palette), "state_dict": state})
+
+
+def write_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
+    """``torch.save`` of ``checkpoint`` to ``path``, atomically; refused (nothing written) when its ``state_dict``
+    holds non-finite weights. Model files and training checkpoints alike are written here."""
+    bad = non_finite_tensors(checkpoint.get("state_dict", {}))
     if bad:
-        raise ValueError(f"not saving {path}: non-finite weights in {', '.join(bad[:3])}")
-    payload = {"zoo": model_meta(model, class_names, palette), "state_dict": state}
-    return atomic_write(path, lambda f: torch.save(payload, f))
+        raise ValueError(f"not saving {path}: non-finite weights (NaN or infinity) in {', '.join(bad[:3])}")
+    return atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def non_finite_tensors(state: dict[str, Any]) -> list[str]:
@@ -243,4 +249,5 @@ __all__ = [
     "non_finite_tensors",
     "read_checkpoint",
     "save_model",
+    "write_checkpoint",
 ]

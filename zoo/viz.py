@@ -165,6 +165,32 @@ def with_legend(
     return np.concatenate([image, legend(image.shape[1], present, class_names, palette)], axis=0)
 
 
+def panels(
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    palette: Sequence[Sequence[int]],
+    *,
+    opacity: float = 0.5,
+    with_image: bool = True,
+    legend: bool = True,
+) -> np.ndarray:
+    """``image | overlay(mask) | ...`` side by side, above a legend of the classes present in any of the masks.
+
+    Args:
+        image: ``H×W×3`` uint8 RGB.
+        masks: ``H×W`` class-id masks (a prediction, a ground truth), one panel each.
+        class_names: name per class id.
+        palette: colour per class id.
+        opacity: weight of the class colour in each overlay.
+        with_image: start with the image itself.
+        legend: add the legend band.
+    """
+    drawn = [overlay(image, mask, palette, opacity) for mask in masks]
+    strip = np.concatenate([image, *drawn] if with_image else drawn, axis=1)
+    return with_legend(strip, np.concatenate(list(masks)), class_names, palette) if legend else strip
+
+
 def _by_variant(rows: Sequence[Mapping]) -> dict[str, dict[int, dict[int, Mapping]]]:
     """variant -> seed -> step -> row, variants in the order of their first row."""
     out: dict[str, dict[int, dict[int, Mapping]]] = {}
@@ -255,6 +281,7 @@ def plot_study_cost(rows: Sequence[Mapping], path: str | Path, title: str = "") 
 __all__ = [
     "legend",
     "overlay",
+    "panels",
     "plot_class_iou",
     "plot_confusion_matrix",
     "plot_study_cost",

@@ -99,9 +99,7 @@ def run_make_shapes(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     """Check a dataset on disk, print a summary; returns 1 if anything is wrong, else 0."""
     console = Console()
-    if args.dataset not in DATASETS:
-        DATASETS.get(args.dataset)  # raises KeyError listing the valid names
-    cls = DATASETS.get(args.dataset)
+    cls = DATASETS.get(args.dataset)  # an unknown name: KeyError listing the valid ones
     kwargs: dict[str, Any] = {"root": args.root, **_mask_kwargs(args)}
     if args.sbd_root is not None:
         kwargs["sbd_root"] = args.sbd_root

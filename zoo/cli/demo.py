@@ -13,13 +13,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from zoo.cli.train import CONFIGS, cli_main
 from zoo.data.io import write_image
-from zoo.data.shapes import ensure_shapes
 from zoo.infer.predictor import Predictor
-from zoo.viz import overlay, with_legend
+from zoo.viz import panels
 
 DEFAULT_CONFIG = CONFIGS / "quickstart.yaml"
 
@@ -41,8 +39,7 @@ def write_overlays(predict, dataset, class_names, palette, out_dir: Path, count:
         item = dataset[index]
         image, mask = item["image"], np.asarray(item["mask"], np.uint8)
         pred = np.asarray(predict(image), np.uint8)
-        strip = np.concatenate([image, overlay(image, mask, palette), overlay(image, pred, palette)], axis=1)
-        strip = with_legend(strip, np.concatenate([mask, pred]), class_names, palette)
+        strip = panels(image, [mask, pred], class_names, palette)
         paths.append(write_image(out_dir / f"{item['name']}.png", strip))
     return paths
 
@@ -62,12 +59,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.config.is_file():
         raise FileNotFoundError(f"--config: no such file: {args.config}")
     start = time.perf_counter()
-    data_cfg = (yaml.safe_load(args.config.read_text()) or {}).get("data", {})
-    shapes_args = data_cfg.get("write_shapes_if_missing")
-    root = Path(data_cfg.get("root") or "data/shapes")
-    if shapes_args is not None and ensure_shapes(root, **shapes_args):
-        print(f"wrote the shapes data to {root} (VOC layout)", flush=True)
-
     cli = cli_main(["fit", "--config", str(args.config), *args.overrides])
     trainer, module, data = cli.trainer, cli.model, cli.datamodule
     best = Path(trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path)

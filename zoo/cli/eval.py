@@ -19,7 +19,7 @@ from zoo.infer.accuracy import predictor_report
 from zoo.infer.evaluate import evaluate, save_results
 from zoo.infer.predictor import Predictor
 from zoo.metrics import print_scores
-from zoo.viz import overlay, with_legend
+from zoo.viz import panels
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,10 +55,7 @@ def _shower(folder: Path | None, class_names: list[str], palette: list) -> Calla
     def show(item: dict[str, Any], prediction: np.ndarray) -> None:
         image, truth, name = item["image"], np.asarray(item["mask"]), item.get("name", "image")
         write_mask(folder / "pred" / f"{name}.png", prediction, palette)
-        panels = np.concatenate([image, overlay(image, prediction, palette), overlay(image, truth, palette)], axis=1)
-        write_image(
-            folder / "vis" / f"{name}.png", with_legend(panels, np.stack([prediction, truth]), class_names, palette)
-        )
+        write_image(folder / "vis" / f"{name}.png", panels(image, [prediction, truth], class_names, palette))
 
     return show
 

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -26,7 +25,7 @@ from zoo.data.io import read_image, voc_palette, write_image, write_mask
 from zoo.infer.optimize import PRECISION_NAMES
 from zoo.infer.predictor import Predictor
 from zoo.infer.tta import DEEPLAB_SCALES
-from zoo.viz import overlay, with_legend
+from zoo.viz import panels
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 
@@ -178,10 +177,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _vis(image: Any, mask: Any, palette: Any, class_names: list[str], args: argparse.Namespace) -> Any:
     """The vis/ picture: the overlay (beside the image with --side-by-side), above a legend unless --no-legend."""
-    drawn = overlay(image, mask, palette, args.opacity)
-    if args.side_by_side:
-        drawn = np.concatenate([image, drawn], axis=1)
-    return with_legend(drawn, mask, class_names, palette) if args.legend else drawn
+    return panels(
+        image, [mask], class_names, palette, opacity=args.opacity, with_image=args.side_by_side, legend=args.legend
+    )
 
 
 def run(args: argparse.Namespace) -> int:

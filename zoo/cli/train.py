@@ -232,18 +232,17 @@ def resolve_config(value: str) -> str:
     raise FileNotFoundError(f"--config {value}: no such file, nor a shipped config ({', '.join(shipped_configs())})")
 
 
-def _resolve_configs(argv: list[str]) -> list[str]:
-    out = list(argv)
-    for i, arg in enumerate(out[:-1]):
-        if arg in ("--config", "-c"):
+def _resolve_configs(argv: list[str]) -> tuple[list[str], list[Path]]:
+    """``argv`` with every ``--config`` value resolved (:func:`resolve_config`), and those config files."""
+    out, files = list(argv), []
+    for i, arg in enumerate(out):
+        if arg in ("--config", "-c") and i + 1 < len(out):
             out[i + 1] = resolve_config(out[i + 1])
-    return out
-
-
-def _config_files(argv: list[str]) -> list[Path]:
-    files = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("--config", "-c")]
-    files += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
-    return [Path(f) for f in files]
+            files.append(Path(out[i + 1]))
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + resolve_config(arg.split("=", 1)[1])
+            files.append(Path(out[i].split("=", 1)[1]))
+    return out, files
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     ``last.ckpt`` (resume with ``--ckpt_path last``); 1: stopped by SIGINT (Lightning's exit code).
     """
     try:
-        argv = _resolve_configs(list(sys.argv[1:] if argv is None else argv))
-        for path in _config_files(argv):
+        argv, files = _resolve_configs(list(sys.argv[1:] if argv is None else argv))
+        for path in files:
             if path.is_file():
                 check_config_keys(path)
         cli = cli_main(argv)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 
 from zoo.convert.deeplab_tf import convert_deeplab_tf, dataset_classes
 from zoo.convert.tables import PUBLISHED, PublishedModel
+from zoo.fileio import atomic_write
 
 PREFIX = "deeplab-tf:"
 SIZE_TOLERANCE = 0.05
@@ -65,10 +65,8 @@ def converted_state(weights: str) -> dict[str, torch.Tensor]:
     model = published(weights)
     target = cache_dir() / f"{model.name}.pt"
     if not target.is_file():
-        converted = convert_deeplab_tf(download(model))
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        torch.save(converted.state_dict(), tmp)
-        tmp.replace(target)
+        state = convert_deeplab_tf(download(model)).state_dict()
+        atomic_write(target, lambda f: torch.save(state, f))
     return torch.load(target, map_location="cpu", weights_only=True)
 
 

@@ -25,8 +25,7 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from zoo.checkpoint import non_finite_tensors, read_checkpoint
-from zoo.fileio import atomic_write
+from zoo.checkpoint import read_checkpoint, write_checkpoint
 
 
 class ZooCheckpointIO(TorchCheckpointIO):
@@ -40,10 +39,7 @@ class ZooCheckpointIO(TorchCheckpointIO):
             path: destination file.
             storage_options: unused (local files only).
         """
-        bad = non_finite_tensors(checkpoint.get("state_dict", {}))
-        if bad:
-            raise ValueError(f"not saving {path}: non-finite weights (NaN or infinity) in {', '.join(bad[:3])}")
-        atomic_write(path, lambda f: torch.save(checkpoint, f))
+        write_checkpoint(path, checkpoint)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         """Read ``path`` with :func:`zoo.checkpoint.read_checkpoint` (``weights_only=True`` whatever is asked).
