@@ -6,7 +6,7 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from zoo.encoders import build_encoder
+from zoo.encoders import build_encoder, list_encoders
 from zoo.flops import count_params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,3 +42,17 @@ def test_pspnet_on_a_zoo_encoder_builds_only_three_stages() -> None:
     x = torch.rand(1, 3, 64, 64)
     zoo_pspnet(x).sum().backward()
     assert [n for n, p in zoo_pspnet.named_parameters() if p.grad is None] == []
+
+
+@pytest.mark.parametrize("name", list_encoders())
+@pytest.mark.parametrize("depth", [3, 5])
+def test_every_zoo_encoder_scripts_in_smp_and_gives_the_eager_outputs(name: str, depth: int) -> None:
+    torch.manual_seed(0)
+    model = smp.Unet(encoder_name=f"zoo-{name}", encoder_weights=None, encoder_depth=depth,
+                     decoder_channels=[16, 8, 8, 8, 8][:depth], width=0.125).eval()  # fmt: skip
+    scripted = torch.jit.script(model)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x))
+        for got, want in zip(scripted.encoder(x), model.encoder(x), strict=True):
+            assert torch.equal(got, want)

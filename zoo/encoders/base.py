@@ -1,7 +1,5 @@
 """What every zoo encoder provides: feature maps described by reduction, not by list position."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +41,7 @@ class Encoder(nn.Module):
     """
 
     feature_info: list[FeatureInfo]
+    __jit_ignored_attributes__ = ["feature_info"]  # descriptive only: TorchScript need not type it
     output_stride: int = 32
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)

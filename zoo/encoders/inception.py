@@ -235,12 +235,13 @@ class InceptionEncoder(Encoder):
         return layer, spec.out_chs if isinstance(spec, Conv) else in_chs
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
+        features: list[torch.Tensor] = []
         for i, stage in enumerate(self.stages):
             if i in self._taps:
                 features.append(x)
             x = stage(x)
-        return [*features, x]
+        features.append(x)
+        return features
 
     def truncate(self, num_features: int) -> None:
         if num_features >= len(self.feature_info):

@@ -1,6 +1,6 @@
 """The zoo's encoders in smp's encoder table, as ``zoo-<name>`` (``zoo-xception65``, ``zoo-inception_v3``, ...).
 
-After ``import zoo``, ``smp.DeepLabV3Plus(encoder_name="zoo-xception65", encoder_weights=None,
+After ``import zoo.encoders`` (or any zoo build), ``smp.DeepLabV3Plus(encoder_name="zoo-xception65", encoder_weights=None,
 encoder_output_stride=16)`` builds. smp wants ``depth + 1`` positional features (the input first) and
 ``out_channels`` to match; the zoo's taps are one per reduction 2..32 (the deepest repeating when dilated).
 """
@@ -27,7 +27,7 @@ class SmpEncoder(nn.Module):
         **kwargs: passed to ``build`` (e.g. ``width``).
     """
 
-    _is_torch_scriptable = False
+    _is_torch_scriptable = True
     _is_torch_exportable = True
     _is_torch_compilable = True
 
@@ -42,11 +42,11 @@ class SmpEncoder(nn.Module):
 
     @property
     def out_channels(self) -> list[int]:
-        return [self._in_channels, *self._out_channels[1 : self._depth + 1]]
+        return [self._in_channels] + self._out_channels[1 : self._depth + 1]
 
     @property
     def output_stride(self) -> int:
-        return min(self._output_stride, 2**self._depth)
+        return min(self._output_stride, 1 << self._depth)
 
     def set_in_channels(self, in_channels: int, pretrained: bool = True) -> None:
         if in_channels != 3:
@@ -58,7 +58,9 @@ class SmpEncoder(nn.Module):
             raise ValueError(f"built at output_stride={self._output_stride}, asked for {output_stride}")
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [x, *self.encoder(x)[: self._depth]]
+        features = [x]
+        features.extend(self.encoder(x)[: self._depth])
+        return features
 
 
 def register_smp(name: str, build: Callable[..., Encoder]) -> None:

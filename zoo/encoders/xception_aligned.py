@@ -258,14 +258,14 @@ class AlignedXception(Encoder):
         )
         in_chs, reduction, dilation = ch(64), 2, 1
         self.blocks = nn.ModuleList()
-        self.feature_info, self._taps = [], set()
+        self.feature_info, self._taps = [], []
         for i, spec in enumerate(specs):
             spec = BlockSpec(tuple(ch(c) for c in spec.out_chs), spec.stride, spec.skip, spec.pre_act)
             _check_segments(in_chs, spec, order, segments)
             block_dilation, stride = dilation, spec.stride
             if spec.stride > 1:
                 self.feature_info.append(FeatureInfo(spec.out_chs[1], reduction))
-                self._taps.add(i)
+                self._taps.append(i)
                 if reduction * spec.stride > output_stride:
                     dilation, stride = dilation * spec.stride, 1
                 else:
@@ -275,27 +275,29 @@ class AlignedXception(Encoder):
             self.blocks.append(block)
             in_chs = spec.out_chs[-1]
         self.feature_info.append(FeatureInfo(in_chs, reduction))
+        self._num_features = len(self.feature_info)
 
     def truncate(self, num_features: int) -> None:
         if num_features >= len(self.feature_info):
             return
-        last = sorted(self._taps)[num_features - 1]
+        last = self._taps[num_features - 1]
         self.blocks = self.blocks[: last + 1]
         self.blocks[last].drop_after_tap()
         self.feature_info = self.feature_info[:num_features]
+        self._num_features = num_features
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
-        features = []
+        features: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
             if i in self._taps:
                 x, tap = block.forward_with_tap(x)
                 features.append(tap)
-                if len(features) == len(self.feature_info):
-                    return features
             else:
                 x = block(x)
-        return [*features, x]
+        if len(features) < self._num_features:  # truncated encoders end on a tap
+            features.append(x)
+        return features
 
 
 def _check_args(output_stride: int, width: float, mid_activation: object, order: object, segments: object) -> None:

@@ -152,7 +152,7 @@ class LegacyXception(Encoder):
             )
         )
         in_chs, reduction, dilation = ch(64), 2, 1
-        self.feature_info, self._taps = [FeatureInfo(in_chs, 2)], set()
+        self.feature_info, self._taps = [FeatureInfo(in_chs, 2)], []
         self.blocks = nn.ModuleList()
         for i, spec in enumerate(specs):
             spec = replace(spec, out_chs=ch(spec.out_chs))
@@ -160,7 +160,7 @@ class LegacyXception(Encoder):
             if spec.stride > 1:
                 if i > 0:
                     self.feature_info.append(FeatureInfo(in_chs, reduction))
-                    self._taps.add(i)
+                    self._taps.append(i)
                 if reduction * spec.stride > output_stride:
                     dilation, stride = dilation * spec.stride, 1
                 else:
@@ -182,8 +182,7 @@ class LegacyXception(Encoder):
     def truncate(self, num_features: int) -> None:
         if num_features >= len(self.feature_info):
             return
-        taps = sorted(self._taps)
-        self.blocks = self.blocks[: taps[num_features - 2]] if num_features > 1 else self.blocks[:0]
+        self.blocks = self.blocks[: self._taps[num_features - 2]] if num_features > 1 else self.blocks[:0]
         self.tail = nn.ReLU() if num_features > 1 else None  # the next tap: the last kept block's output, ReLU'd
         self.feature_info = self.feature_info[:num_features]
 
@@ -194,7 +193,9 @@ class LegacyXception(Encoder):
             if i in self._taps:
                 features.append(torch.relu(x))
             x = block(x)
-        return features if self.tail is None else [*features, self.tail(x)]
+        if self.tail is not None:
+            features.append(self.tail(x))
+        return features
 
 
 def _rep(m: re.Match) -> str:
