@@ -1,8 +1,9 @@
 """The zoo's encoders in smp's encoder table, as ``zoo-<name>`` (``zoo-xception65``, ``zoo-inception_v3``, ...).
 
-After ``import zoo.encoders`` (or any zoo build), ``smp.DeepLabV3Plus(encoder_name="zoo-xception65", encoder_weights=None,
-encoder_output_stride=16)`` builds. smp wants ``depth + 1`` positional features (the input first) and
-``out_channels`` to match; the zoo's taps are one per reduction 2..32 (the deepest repeating when dilated).
+After ``import zoo.encoders`` (or any zoo build),
+``smp.DeepLabV3Plus(encoder_name="zoo-xception65", encoder_weights=None, encoder_output_stride=16)`` builds.
+smp wants ``depth + 1`` positional features (the input first) and ``out_channels`` to match; the zoo's taps are
+one per reduction 2..32 (the deepest repeating when dilated).
 """
 
 from __future__ import annotations
