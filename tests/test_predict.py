@@ -87,7 +87,7 @@ def test_image_conversions() -> None:
     rgba = np.zeros((3, 4, 4), np.uint8)
     assert to_rgb_uint8(rgba).shape == (3, 4, 3)
     assert to_rgb_uint8(np.full((2, 2), 65535, np.uint16)).max() == 255
-    with pytest.raises(ValueError, match="unsupported image dtype"):
+    with pytest.raises(ValueError, match=r"^image: dtype int64 is not an image's: give uint8 \(0..255\) or float"):
         to_rgb_uint8(np.zeros((2, 2, 3), np.int64))
 
 
@@ -173,10 +173,16 @@ def test_cli_tta_and_slide_options(tmp_path: Path, checkpoint: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--num-classes", "19"], "tiny.pt predicts 3 classes, expected 19 (--num-classes)"),
-        (["--classes", "a,b,c"], "tiny.pt has classes ['background', 'thing', 'stuff'], expected ['a', 'b', 'c']"),
-        (["--classes", "a,b"], "tiny.pt predicts 3 classes, expected 2 (--classes a,b)"),
-        (["--encoder", "resnet50"], "tiny.pt was built on encoder 'xception65', expected 'resnet50' (--encoder)"),
+        (["--num-classes", "19"], "argument --num-classes: {ckpt} predicts 3 classes, expected 19"),
+        (
+            ["--classes", "a,b,c"],
+            "argument --classes: {ckpt} has classes ['background', 'thing', 'stuff'], expected ['a', 'b', 'c']",
+        ),
+        (["--classes", "a,b"], "argument --classes: {ckpt} predicts 3 classes, expected 2: ['a', 'b']"),
+        (
+            ["--encoder", "resnet50"],
+            "argument --encoder: {ckpt} was built on encoder 'xception65', expected 'resnet50'",
+        ),
     ],
 )
 def test_cli_checkpoint_that_does_not_fit(
@@ -186,7 +192,7 @@ def test_cli_checkpoint_that_does_not_fit(
     code = main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "x.png"), "--output",
                  str(tmp_path / "out"), *extra])  # fmt: skip
     assert code == 2
-    assert message in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == "zoo predict: error: " + message.format(ckpt=checkpoint)
     assert not (tmp_path / "out" / "pred").exists()
 
 

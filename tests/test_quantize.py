@@ -11,16 +11,17 @@ import onnx
 import pytest
 import torch
 from helpers import TinyEncoder
+from PIL import Image
 
 from zoo import build_model, quantization_report, save_model
 from zoo.cli import main
 from zoo.data.io import write_image
 from zoo.data.shapes import ShapesDataset
 from zoo.decoders import DECODERS
-from zoo.infer import quantize
+from zoo.infer import precision, quantize
 from zoo.infer.onnx import OnnxModel
 from zoo.infer.optimize import optimize_for_inference
-from zoo.infer.predictor import Predictor
+from zoo.infer.predictor import LazyOptimized, Predictor
 from zoo.models import SegmentationModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,7 +109,7 @@ def test_report_without_masks_and_bad_inputs(trained: SegmentationModel) -> None
     assert report.pixel_agreement == 1.0 and report.miou_reference is None and report.calibration_images is None
     with pytest.raises(ValueError, match="at least one image"):
         quantization_report(trained, trained, [])
-    with pytest.raises(ValueError, match="1 images but 2 masks"):
+    with pytest.raises(ValueError, match="^masks: one mask per image: the counts differ from item 2 on$"):
         quantization_report(trained, trained, images, [np.zeros((20, 30))] * 2)
 
 
@@ -116,7 +117,7 @@ def test_int8_needs_calibration_data(trained: SegmentationModel, tmp_path: Path)
     x = torch.rand(1, 3, SIZE, SIZE)
     with pytest.raises(ValueError, match="calibration"):
         optimize_for_inference(trained, x, precision="int8")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ValueError, match="^calibration: folder .*missing does not exist$"):
         optimize_for_inference(trained, x, precision="int8", calibration=tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="holds no images"):
         optimize_for_inference(trained, x, precision="int8", calibration=tmp_path)
@@ -124,7 +125,7 @@ def test_int8_needs_calibration_data(trained: SegmentationModel, tmp_path: Path)
         optimize_for_inference(trained, x, precision="int8", calibration=[])
     with pytest.raises(ValueError, match="RGB in 0..1"):
         optimize_for_inference(trained, x, precision="int8", calibration=[torch.randn(1, 3, 8, 8) * 3])
-    with pytest.raises(ValueError, match="on the CPU with ONNX Runtime"):
+    with pytest.raises(ValueError, match="^backend: precision 'int8' runs on ONNX Runtime: 'auto' or 'onnxruntime'"):
         optimize_for_inference(trained, x, backend="eager", precision="int8", calibration=[x])
 
 
@@ -139,27 +140,34 @@ def test_calibration_folder_gives_batches_in_0_1(tmp_path: Path) -> None:
 
 
 def test_unsupported_cpu_is_an_error(trained: SegmentationModel, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(quantize, "cpu_flags", lambda: frozenset({"sse4_2"}))
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"sse4_2"}))
     with pytest.raises(ValueError, match="instruction sets"):
         quantize.check_cpu_precision("int8")
     with pytest.raises(ValueError, match="instruction sets"):
         optimize_for_inference(trained, torch.rand(1, 3, SIZE, SIZE), precision="bf16")
     quantize.check_cpu_precision("fp32")
-    monkeypatch.setattr(quantize, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
     quantize.check_cpu_precision("int8")
     quantize.check_cpu_precision("bf16")
     assert not quantize.has_vnni()
     assert quantize.has_vnni(frozenset({"avx512_vnni"}))
 
 
-def test_predictor_precision_needs_the_fast_path_and_calibration(tmp_path: Path) -> None:
+def test_predictor_precision_implies_the_fast_path_and_needs_calibration(tmp_path: Path) -> None:
     path = save_model(build_model("xception41", "fcn", num_classes=3, encoder_kwargs={"width": 0.125}), tmp_path / "m")
-    with pytest.raises(ValueError, match="add --fast"):
-        Predictor.from_checkpoint(path, precision="int8", calibration=tmp_path)
-    with pytest.raises(ValueError, match="--calibration DIR"):
+    with pytest.raises(ValueError, match="^calibration: precision 'int8' needs calibration images"):
         Predictor.from_checkpoint(path, fast=True, precision="int8")
-    with pytest.raises(FileNotFoundError, match="holds no images"):
-        Predictor.from_checkpoint(path, fast=True, precision="int8", calibration=tmp_path)
+    with pytest.raises(ValueError, match="^calibration: folder .*missing does not exist$"):
+        Predictor.from_checkpoint(path, precision="int8", calibration=tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="^calibration folder .* holds no images"):
+        Predictor.from_checkpoint(path, precision="int8", calibration=tmp_path)
+    with pytest.raises(ValueError, match="^device: 'int8' runs|^device: precision 'int8' runs on the CPU only"):
+        precision.check_precision("int8", device="cuda", calibration=tmp_path)
+    with pytest.raises(ValueError, match="^backend: precision 'int8' runs on ONNX Runtime"):
+        precision.check_precision("int8", backend="eager", calibration=tmp_path)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    predictor = Predictor.from_checkpoint(path, precision="int8", calibration=tmp_path)  # no fast=True needed
+    assert isinstance(predictor.model, LazyOptimized) and predictor.model.precision == "int8"
 
 
 @pytest.mark.slow
