@@ -21,4 +21,9 @@ class ArgumentError(ValueError):
         self.message = message
 
 
-__all__ = ["ArgumentError"]
+class ZooWarning(UserWarning):
+    """Something the user should know that did not stop the work (a skipped file, a deprecated form); ``zoo``
+    prints each as one line, ``zoo COMMAND: warning: ...``."""
+
+
+__all__ = ["ArgumentError", "ZooWarning"]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ArgumentError
+from zoo.errors import ArgumentError, ZooWarning
 from zoo.infer.precision import BACKENDS, PRECISION_NAMES
 
 USER_ERRORS = (FileNotFoundError, KeyError, ValueError, OSError)
@@ -47,7 +47,9 @@ def error_line(command: str, error: BaseException, flags: dict[str, str] | None 
 
 
 def show_warnings(command: str) -> None:
-    """Print the library's warnings as ``zoo COMMAND: warning: ...`` lines (no file names or source lines)."""
+    """Print warnings as ``zoo COMMAND: warning: ...`` lines (no file names or source lines), the library's own
+    (:class:`~zoo.errors.ZooWarning`) always. Call inside ``warnings.catch_warnings()``."""
+    warnings.filterwarnings("always", category=ZooWarning)
 
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
         print(f"zoo {command}: warning: {message}", file=sys.stderr)
@@ -112,7 +114,7 @@ def encoder_kwargs(items: Sequence[str]) -> dict[str, Any]:
             out[key] = value.strip("'\"")
     warnings.warn(
         f"--encoder-kwargs KEY=VALUE is deprecated; write a JSON object: '{json.dumps(out)}'",
-        FutureWarning,
+        ZooWarning,
         stacklevel=2,
     )
     return out

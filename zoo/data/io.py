@@ -174,7 +174,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     img = _open(path, "image")
-    depth, colour, significant = _png_header(path) if img.format == "PNG" else (8, 0, None)
+    depth, colour, significant = _png_header(path)  # (8, 0, None) for anything but a PNG
     if depth == 16 and colour in (2, 6):
         return _read_png16_colour(path, significant)
     values = _high_bit_depth(img)

@@ -34,7 +34,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from torch.utils import _pytree as pytree
-from torch.utils.benchmark import Timer
 
 from zoo.infer.fold import count_batchnorms, fold_batchnorm
 from zoo.infer.onnx import onnx_bytes, ort_session
@@ -220,6 +219,8 @@ def _median_ms(fn: Callable[[], Any], warmup: int, trials: int) -> float:
     """Median of ``trials`` single runs of ``fn`` in ms (``torch.utils.benchmark.Timer`` synchronises CUDA)."""
     for _ in range(warmup):
         fn()
+    from torch.utils.benchmark import Timer  # heavy (imports setuptools): only when candidates are timed
+
     timer = Timer(stmt="fn()", globals={"fn": fn})
     return statistics.median(timer.timeit(1).mean for _ in range(trials)) * 1e3
 

@@ -30,7 +30,7 @@ from torch.utils import _pytree as pytree
 
 from zoo.checkpoint import model_meta
 from zoo.data.io import image_files, read_image, to_rgb_uint8
-from zoo.errors import ArgumentError
+from zoo.errors import ArgumentError, ZooWarning
 from zoo.fileio import atomic_write
 from zoo.infer.fold import fold_batchnorm
 from zoo.infer.onnx import INPUT_NAME, META_KEY, onnx_bytes, ort_session
@@ -100,10 +100,11 @@ def _folder_batches(folder: Path, limit: int | None) -> list[torch.Tensor]:
             batches.append(image_tensor(read_image(path)))
         except ValueError as error:  # read_image's one line naming the file
             skipped.append(path.name)
-            warnings.warn(f"calibration: skipped {error}", stacklevel=3)
+            warnings.warn(f"calibration: skipped {error}", ZooWarning, stacklevel=3)
     if skipped:
         warnings.warn(
             f"calibration: skipped {len(skipped)} of {len(files)} files in {folder} ({', '.join(skipped[:5])})",
+            ZooWarning,
             stacklevel=3,
         )
     if not batches:
