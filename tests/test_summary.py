@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import helpers
 import pytest
 import torch
 from helpers import TinyEncoder
 
 from zoo import summary
 from zoo.cli import main
-from zoo.encoders import ENCODERS
 from zoo.flops import count_macs, count_params
 from zoo.models import build_model
 from zoo.summary import summarize
@@ -25,10 +25,7 @@ def one_thread():
 
 @pytest.fixture
 def tiny(monkeypatch):
-    monkeypatch.setitem(
-        ENCODERS._entries, "tiny-test", lambda output_stride, weights, in_channels: TinyEncoder(output_stride)
-    )
-    return "tiny-test"
+    return helpers.register_tiny_encoder(monkeypatch)
 
 
 def zoo_summary(argv: list[str]) -> int:
