@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 import zoo
-from zoo.data.io import read_image, read_mask
-from zoo.data.io import image_files
+from zoo.data.io import image_files, read_image, read_mask
 from zoo.infer.quantize import image_tensor
 
 
