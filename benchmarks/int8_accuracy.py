@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 import zoo
-from zoo.data.io import read_image, read_mask
-from zoo.infer.quantize import image_files, image_tensor
+from zoo.data.io import image_files, read_image, read_mask
+from zoo.infer.quantize import image_tensor
 
 
 def _named(text: str) -> tuple[str, str]:

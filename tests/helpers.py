@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import zoo
+from zoo.encoders import ENCODERS
 from zoo.encoders.base import Encoder, FeatureInfo
 
 
@@ -42,6 +43,23 @@ def tiny_model(decoder: str = "deeplabv3plus", num_classes: int = 3, encoder: st
     """The suite's tiny model: a width-0.125 zoo Xception with ``decoder``, seeded, in train mode."""
     torch.manual_seed(0)
     return zoo.build_model(encoder, decoder, num_classes=num_classes, encoder_kwargs={"width": 0.125}, **kwargs)
+
+
+def register_tiny_encoder(monkeypatch) -> str:
+    """Register :class:`TinyEncoder` as the encoder ``tiny-test`` for one test (``monkeypatch`` undoes it)."""
+    monkeypatch.setitem(
+        ENCODERS._entries, "tiny-test", lambda output_stride, weights, in_channels: TinyEncoder(output_stride)
+    )
+    return "tiny-test"
+
+
+def decisive(model: nn.Module, num_classes: int) -> nn.Module:
+    """``model`` with its classifier scaled up, so that its logits are far from ties (random init: ~1e-5 apart)."""
+    with torch.no_grad():
+        for module in model.decoder.modules():
+            if isinstance(module, nn.Conv2d) and module.out_channels == num_classes:
+                module.weight.mul_(1e4)
+    return model
 
 
 def randomise(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

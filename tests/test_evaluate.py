@@ -13,10 +13,11 @@ from PIL import Image
 
 from zoo import build_dataset, build_model, save_model
 from zoo.cli import main
+from zoo.data.io import voc_palette
 from zoo.data.shapes import write_shapes
 from zoo.infer.predictor import Predictor, deeplab_eval_crop
 from zoo.infer.tta import pad_to_size
-from zoo.viz import overlay, plot_class_iou, plot_confusion_matrix
+from zoo.viz import TITLE_HEIGHT, enlarged, overlay, plot_class_iou, plot_confusion_matrix
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +81,23 @@ def test_eval_metric_set_show_dir_and_no_overwrite(
     assert metrics["mdice"] == pytest.approx((2 * tp[union] / (truth + predicted)[union]).mean())
     names = sorted(p.name for p in (tmp_path / "show" / "pred").iterdir())
     assert names == ["shapes_val_00000.png", "shapes_val_00001.png"]
-    with Image.open(tmp_path / "show" / "vis" / names[0]) as vis:
-        assert vis.size[0] == 3 * 48 and vis.size[1] > 48  # image | prediction | truth, above a legend
+    vis = np.array(Image.open(tmp_path / "show" / "vis" / names[0]))
+    item = build_dataset("voc", root=root, split="val")[0]
+    prediction = np.array(Image.open(tmp_path / "show" / "pred" / names[0]))
+    predictor = Predictor.from_checkpoint(checkpoint)
+    palette = predictor.palette or voc_palette(predictor.num_classes)
+    scale, top = 6, TITLE_HEIGHT  # 48 px panels drawn 6x (at least 256 px tall), under a title band each
+    assert vis.shape[1] == 3 * 48 * scale and vis.shape[0] > top + 48 * scale  # ... above a legend
+    panels_drawn = [vis[top : top + 48 * scale, i * 48 * scale : (i + 1) * 48 * scale] for i in range(3)]
+    image = enlarged(item["image"], 256)
+    expected = [
+        image,
+        overlay(image, enlarged(item["mask"], 256), palette),
+        overlay(image, enlarged(prediction, 256), palette),
+    ]
+    for drawn, want in zip(panels_drawn, expected, strict=True):  # image | truth | prediction, as the demo's
+        np.testing.assert_array_equal(drawn, want)
+    assert (vis[:top] < 128).any() and (vis[:top] == 255).mean() > 0.8  # the titles: dark text on white
     capsys.readouterr()
     assert main(argv) == 2  # the results are there already
     assert "metrics.json exists; pass --force" in capsys.readouterr().err
@@ -148,7 +164,7 @@ def test_pad_to_size_pads_only_short_sides() -> None:
     assert pad_to_size(x, (5, 9), (0.0, 0.0, 0.0)) is x
     with pytest.raises(ValueError, match="one number per channel"):
         pad_to_size(x, (8, 9), (0.5,))
-    with pytest.raises(ValueError, match="pad_to needs pad_value"):
+    with pytest.raises(ValueError, match="^pad_value: needed with pad_to"):
         Predictor(lambda t: t, num_classes=3, pad_to=(8, 8))
 
 

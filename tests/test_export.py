@@ -73,12 +73,13 @@ def test_onnx_file_is_dynamic_and_describes_the_model(onnx_file: Path) -> None:
 def test_predict_with_onnx_backend(tmp_path: Path, checkpoint: Path, onnx_file: Path) -> None:
     image = np.random.default_rng(0).integers(0, 256, (41, 58, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "x.png")
-    code = main(["predict", "--backend", "onnx", "--onnx", str(onnx_file), "--input", str(tmp_path / "x.png"),
-                 "--output", str(tmp_path / "out")])  # fmt: skip
+    code = main(
+        ["predict", "--onnx", str(onnx_file), "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "out")]
+    )  # fmt: skip  (--onnx alone implies the ONNX back-end)
     assert code == 0
     assert np.array(Image.open(tmp_path / "out" / "pred" / "x.png")).shape == (41, 58)
     torch_logits = Predictor.from_checkpoint(checkpoint).logits([image])
-    onnx_logits = Predictor.from_checkpoint(None, backend="onnx", onnx=onnx_file).logits([image])
+    onnx_logits = Predictor.from_onnx(onnx_file).logits([image])
     assert (onnx_logits - torch_logits).abs().max().item() <= 1e-3
 
 
@@ -93,10 +94,12 @@ def test_opset_17_uses_the_torchscript_exporter(model: torch.nn.Module, tmp_path
     assert (OnnxModel(path)(x) - expected).abs().max().item() <= 1e-3
 
 
-def test_bad_opset_and_onnx_arguments(model: torch.nn.Module, tmp_path: Path) -> None:
+def test_bad_opset_and_onnx_arguments(model: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ValueError, match="opset must be at least 17"):
         export_onnx(model, tmp_path / "m.onnx", opset=13)
-    with pytest.raises(ValueError, match="--backend onnx needs --onnx FILE"):
-        Predictor.from_checkpoint(None, backend="onnx")
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    assert main(["predict", "--backend", "onnx", "--input", str(image), "--output", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == "zoo predict: error: --backend onnx needs --onnx FILE"
     with pytest.raises(FileNotFoundError, match="no such ONNX file"):
         OnnxModel(tmp_path / "missing.onnx")

@@ -6,13 +6,12 @@ import argparse
 import itertools
 import json
 
+import helpers
 import pytest
 import torch
-from helpers import TinyEncoder
 
 import zoo
 from zoo.checkpoint import load_model, save_model
-from zoo.encoders import ENCODERS
 from zoo.models import SegmentationModel, build_model
 
 TINY = {"width": 0.125}
@@ -44,10 +43,7 @@ def make(encoder: str, decoder: str, output_stride: int = 16, **kwargs) -> Segme
 @pytest.fixture
 def tiny(monkeypatch):
     """Register the fake ``TinyEncoder`` as ``tiny-test`` for the duration of one test."""
-    monkeypatch.setitem(
-        ENCODERS._entries, "tiny-test", lambda output_stride, weights, in_channels: TinyEncoder(output_stride)
-    )
-    return "tiny-test"
+    return helpers.register_tiny_encoder(monkeypatch)
 
 
 def test_decoders_are_the_registered_ones():

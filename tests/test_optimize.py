@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.infer import optimize, quantize
+from zoo.infer import optimize, precision
 from zoo.infer.fold import count_batchnorms, find_conv_bn_pairs, fold_batchnorm, fold_conv_bn
 from zoo.infer.optimize import OnnxRuntimeRunner, optimize_for_inference
 
@@ -249,13 +249,13 @@ def test_optimized_encoder_returns_feature_list() -> None:
 
 
 def test_optimize_bad_arguments(tiny_model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(quantize, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
     x = torch.randn(1, 3, 64, 64)
-    with pytest.raises(ValueError, match="backend must be one of"):
+    with pytest.raises(ValueError, match="^backend: must be one of"):
         optimize_for_inference(tiny_model, example_input=x, backend="tensorrt")
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(ValueError, match="^precision: must be one of"):
         optimize_for_inference(tiny_model, example_input=x, precision="int4")
-    with pytest.raises(ValueError, match="backend 'onnxruntime' runs fp32 \\(or int8\\) on the CPU only"):
+    with pytest.raises(ValueError, match="^backend: 'onnxruntime' runs fp32 or int8 on the CPU only, not bf16 on cpu"):
         optimize_for_inference(tiny_model, example_input=x, backend="onnxruntime", precision="bf16")
     with pytest.raises(TypeError, match="example_input must be a tensor"):
         optimize_for_inference(tiny_model, example_input=x.numpy())

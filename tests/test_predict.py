@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
+import cv2
 import helpers
 import numpy as np
 import pytest
@@ -16,18 +21,15 @@ from zoo.cli.predict import find_images, output_names, resolve_palette
 from zoo.data.io import read_image, to_rgb_uint8
 from zoo.infer.predictor import Predictor
 
+REPO = Path(__file__).resolve().parents[1]
+
 CLASSES = ["background", "thing", "stuff"]
 PALETTE = [[0, 0, 0], [200, 30, 30], [30, 200, 30]]
 
 
 def tiny_model(num_classes: int = 3):
-    """A tiny random model; its classifier is scaled up so that logits are far from ties (random init: ~1e-5)."""
-    model = helpers.tiny_model(num_classes=num_classes)
-    with torch.no_grad():
-        for module in model.decoder.modules():
-            if isinstance(module, torch.nn.Conv2d) and module.out_channels == num_classes:
-                module.weight.mul_(1e4)
-    return model
+    """The suite's tiny model, with logits far from ties."""
+    return helpers.decisive(helpers.tiny_model(num_classes=num_classes), num_classes)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ def test_image_conversions() -> None:
     rgba = np.zeros((3, 4, 4), np.uint8)
     assert to_rgb_uint8(rgba).shape == (3, 4, 3)
     assert to_rgb_uint8(np.full((2, 2), 65535, np.uint16)).max() == 255
-    with pytest.raises(ValueError, match="unsupported image dtype"):
+    with pytest.raises(ValueError, match=r"^image: dtype int64 is not an image's: give uint8 \(0..255\) or float"):
         to_rgb_uint8(np.zeros((2, 2, 3), np.int64))
 
 
@@ -173,10 +175,16 @@ def test_cli_tta_and_slide_options(tmp_path: Path, checkpoint: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--num-classes", "19"], "tiny.pt predicts 3 classes, expected 19 (--num-classes)"),
-        (["--classes", "a,b,c"], "tiny.pt has classes ['background', 'thing', 'stuff'], expected ['a', 'b', 'c']"),
-        (["--classes", "a,b"], "tiny.pt predicts 3 classes, expected 2 (--classes a,b)"),
-        (["--encoder", "resnet50"], "tiny.pt was built on encoder 'xception65', expected 'resnet50' (--encoder)"),
+        (["--num-classes", "19"], "argument --num-classes: {ckpt} predicts 3 classes, expected 19"),
+        (
+            ["--classes", "a,b,c"],
+            "argument --classes: {ckpt} has classes ['background', 'thing', 'stuff'], expected ['a', 'b', 'c']",
+        ),
+        (["--classes", "a,b"], "argument --classes: {ckpt} predicts 3 classes, expected 2: ['a', 'b']"),
+        (
+            ["--encoder", "resnet50"],
+            "argument --encoder: {ckpt} was built on encoder 'xception65', expected 'resnet50'",
+        ),
     ],
 )
 def test_cli_checkpoint_that_does_not_fit(
@@ -186,7 +194,7 @@ def test_cli_checkpoint_that_does_not_fit(
     code = main(["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "x.png"), "--output",
                  str(tmp_path / "out"), *extra])  # fmt: skip
     assert code == 2
-    assert message in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == "zoo predict: error: " + message.format(ckpt=checkpoint)
     assert not (tmp_path / "out" / "pred").exists()
 
 
@@ -206,3 +214,165 @@ def test_missing_input_and_checkpoint(tmp_path: Path, checkpoint: Path, capsys: 
     code = main(["predict", "--checkpoint", str(tmp_path / "none.pt"), "--input", str(tmp_path), "--output",
                  str(tmp_path / "out")])  # fmt: skip
     assert code == 2 and "no such checkpoint" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- the first hour
+
+
+def test_float_images_in_0_255_are_refused_not_clipped(predictor: Predictor) -> None:
+    image = random_image(33, 47)
+    expected = predictor.predict(image)
+    np.testing.assert_array_equal(predictor.predict(image.astype(np.float32) / 255), expected)  # float in 0..1
+    with pytest.raises(ValueError) as error:
+        predictor.predict(image.astype(np.float64))  # what a user gets from cv2/PIL arithmetic
+    assert str(error.value) == (
+        f"image: float values in [0, {image.max()}]; give uint8 (0..255) or float in 0..1 "
+        "(divide a float image in 0..255 by 255)"
+    )
+    with pytest.raises(ValueError, match=r"^images: dtype int64 is not an image's"):
+        predictor.predict_batch([image.astype(np.int64)])
+
+
+def test_from_checkpoint_reads_the_file_once(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: reads.append(args[0]) or real_load(*args, **kwargs))
+    predictor = Predictor.from_checkpoint(checkpoint, pad_to=(40, 40))
+    assert reads == [checkpoint]
+    assert predictor.meta["class_names"] == predictor.class_names == ["background", "thing", "stuff"]
+    assert predictor.pad_value == tuple(predictor.meta["build_args"]["mean"])
+
+
+def run_zoo(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m zoo ARGV`` in a fresh process, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "zoo", *argv], capture_output=True, text=True, env=env, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_a_device_this_machine_lacks_is_one_line_exit_2(
+    tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Image.fromarray(random_image(20, 20)).save(tmp_path / "x.png")
+    common = ["--checkpoint", str(checkpoint), "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "o")]
+    gpu = run_zoo("predict", *common, "--device", "gpu")
+    assert gpu.returncode == 2
+    assert gpu.stderr.strip().splitlines()[-1] == (
+        "zoo predict: error: argument --device: 'gpu' is not a device; valid: cpu, cuda, cuda:N"
+    )
+    capsys.readouterr()
+    assert main(["predict", *common, "--device", "cuda"]) == 2  # in this process: torch is imported already
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "zoo predict: error: argument --device: 'cuda': CUDA is not available on this machine; valid here: 'cpu'"
+    ]
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="^device: 'cuda': CUDA is not available on this machine"):
+        Predictor.from_checkpoint(checkpoint, "cuda")
+
+
+def test_every_help_is_instant_with_examples() -> None:
+    """``zoo COMMAND --help`` imports neither torch nor the models (the library loads when the command runs)."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from zoo.cli import main\n"
+        "for command in ('predict', 'eval', 'export', 'benchmark', 'summary', 'data'):\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        "        main([command, '--help'])\n"
+        "    assert 'examples:' in out.getvalue(), command\n"
+        "heavy = sorted(m for m in ('torch', 'timm', 'segmentation_models_pytorch', 'torchmetrics', 'lightning',\n"
+        "    'pytorch_lightning', 'onnxruntime') if m in sys.modules)\n"
+        "print(heavy)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+class PixelModel(torch.nn.Module):
+    """A cheap per-pixel model whose activations are large (32 float channels at full resolution)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 1), torch.nn.ReLU(), torch.nn.Conv2d(32, 3, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_large_images_run_in_tiles_with_the_same_answer() -> None:
+    model = PixelModel().eval()
+    image = random_image(300, 500)
+    whole = Predictor(model, num_classes=3, max_pixels=None).predict(image)
+    tiled = Predictor(model, num_classes=3, max_pixels=10_000, tile=128, tile_margin=8)
+    calls = []
+    tiled.model = lambda x: calls.append(tuple(x.shape[-2:])) or model(x)
+    np.testing.assert_array_equal(tiled.predict(image), whole)  # a per-pixel model: tiles change nothing
+    assert len(calls) == 3 * 4 and max(calls) == (128 + 16, 128 + 16)
+
+
+BIG_IMAGE_CHILD = """
+import resource, sys
+import numpy as np, torch
+sys.path.insert(0, {tests!r})
+from test_predict import PixelModel
+from zoo.infer.predictor import Predictor
+
+torch.set_num_threads(1)
+image = np.zeros(({height}, {width}, 3), np.uint8)  # a big photograph's size, cheap to make
+image[::7, ::5] = 200
+predictor = Predictor(PixelModel().eval(), num_classes=3, max_pixels={max_pixels})
+with open("/proc/self/status") as f:
+    virtual = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
+budget = virtual + {budget_mb} * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (budget, budget))
+try:
+    mask = predictor.predict(image)
+except (MemoryError, RuntimeError) as error:
+    print("out of memory:", type(error).__name__)
+    sys.exit(3)
+print("ok", mask.shape, int(mask.max()))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tiled", [True, False])
+def test_a_large_photograph_fits_in_bounded_memory(tiled: bool) -> None:
+    """4000x6000 (24 megapixels): whole, the model's activations alone need ~3 GB; in tiles it runs in 1 GB."""
+    code = BIG_IMAGE_CHILD.format(
+        tests=str(REPO / "tests"), height=4000, width=6000, budget_mb=1024, max_pixels=2048 * 2048 if tiled else None
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    if tiled:
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split()[0] == "ok"
+    else:  # the same image whole does not fit: the limit is real
+        assert done.returncode == 3 and "out of memory" in done.stdout, done.stderr[-2000:]
+
+
+def with_sbit(path: Path, bits: int) -> None:
+    """Insert a PNG ``sBIT`` chunk (significant bits of a grayscale image) before the first IDAT."""
+    data = path.read_bytes()
+    chunk = b"sBIT" + bytes([bits])
+    crc = zlib.crc32(chunk).to_bytes(4, "big")
+    at = data.index(b"IDAT") - 4
+    path.write_bytes(data[:at] + (1).to_bytes(4, "big") + chunk + crc + data[at:])
+
+
+def test_12_bit_data_in_16_bit_pngs_reads_by_its_own_range(tmp_path: Path) -> None:
+    ramp = np.linspace(0, 4095, 64 * 48).round().astype(np.uint16).reshape(48, 64)  # a 12-bit scanner's output
+    Image.fromarray(ramp).save(tmp_path / "gray12.png")
+    expected = np.round(ramp / 4095 * 255).astype(np.uint8)
+    np.testing.assert_array_equal(read_image(tmp_path / "gray12.png")[..., 0], expected)
+    rgb = np.stack([ramp, 4095 - ramp, np.full_like(ramp, 2048)], axis=-1)
+    cv2.imwrite(str(tmp_path / "rgb12.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))  # 16-bit colour PNG
+    np.testing.assert_array_equal(read_image(tmp_path / "rgb12.png"), np.round(rgb / 4095 * 255).astype(np.uint8))
+    full = (ramp.astype(np.uint32) * 16).astype(np.uint16)  # 16-bit data that uses the whole range
+    Image.fromarray(full).save(tmp_path / "gray16.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "gray16.png")[..., 0], np.round(full / 65535 * 255))
+    ten = (ramp // 4).astype(np.uint16)  # 10-bit data, declared so by its sBIT chunk
+    Image.fromarray(ten).save(tmp_path / "gray10.png")
+    with_sbit(tmp_path / "gray10.png", 10)
+    np.testing.assert_array_equal(read_image(tmp_path / "gray10.png")[..., 0], np.round(ten / 1023 * 255))

@@ -4,6 +4,9 @@ the errors (no calibration data, a CPU without the instructions). Speed is measu
 from __future__ import annotations
 
 import json
+import platform
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +14,18 @@ import onnx
 import pytest
 import torch
 from helpers import TinyEncoder
+from PIL import Image
 
 from zoo import build_model, quantization_report, save_model
 from zoo.cli import main
 from zoo.data.io import write_image
 from zoo.data.shapes import ShapesDataset
 from zoo.decoders import DECODERS
-from zoo.infer import quantize
+from zoo.errors import ZooWarning
+from zoo.infer import precision, quantize
 from zoo.infer.onnx import OnnxModel
 from zoo.infer.optimize import optimize_for_inference
-from zoo.infer.predictor import Predictor
+from zoo.infer.predictor import LazyOptimized, Predictor
 from zoo.models import SegmentationModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -108,7 +113,7 @@ def test_report_without_masks_and_bad_inputs(trained: SegmentationModel) -> None
     assert report.pixel_agreement == 1.0 and report.miou_reference is None and report.calibration_images is None
     with pytest.raises(ValueError, match="at least one image"):
         quantization_report(trained, trained, [])
-    with pytest.raises(ValueError, match="1 images but 2 masks"):
+    with pytest.raises(ValueError, match="^masks: one mask per image: the counts differ from item 2 on$"):
         quantization_report(trained, trained, images, [np.zeros((20, 30))] * 2)
 
 
@@ -116,7 +121,7 @@ def test_int8_needs_calibration_data(trained: SegmentationModel, tmp_path: Path)
     x = torch.rand(1, 3, SIZE, SIZE)
     with pytest.raises(ValueError, match="calibration"):
         optimize_for_inference(trained, x, precision="int8")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ValueError, match="^calibration: folder .*missing does not exist$"):
         optimize_for_inference(trained, x, precision="int8", calibration=tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="holds no images"):
         optimize_for_inference(trained, x, precision="int8", calibration=tmp_path)
@@ -124,7 +129,7 @@ def test_int8_needs_calibration_data(trained: SegmentationModel, tmp_path: Path)
         optimize_for_inference(trained, x, precision="int8", calibration=[])
     with pytest.raises(ValueError, match="RGB in 0..1"):
         optimize_for_inference(trained, x, precision="int8", calibration=[torch.randn(1, 3, 8, 8) * 3])
-    with pytest.raises(ValueError, match="on the CPU with ONNX Runtime"):
+    with pytest.raises(ValueError, match="^backend: precision 'int8' runs on ONNX Runtime: 'auto' or 'onnxruntime'"):
         optimize_for_inference(trained, x, backend="eager", precision="int8", calibration=[x])
 
 
@@ -139,27 +144,34 @@ def test_calibration_folder_gives_batches_in_0_1(tmp_path: Path) -> None:
 
 
 def test_unsupported_cpu_is_an_error(trained: SegmentationModel, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(quantize, "cpu_flags", lambda: frozenset({"sse4_2"}))
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"sse4_2"}))
     with pytest.raises(ValueError, match="instruction sets"):
         quantize.check_cpu_precision("int8")
     with pytest.raises(ValueError, match="instruction sets"):
         optimize_for_inference(trained, torch.rand(1, 3, SIZE, SIZE), precision="bf16")
     quantize.check_cpu_precision("fp32")
-    monkeypatch.setattr(quantize, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
     quantize.check_cpu_precision("int8")
     quantize.check_cpu_precision("bf16")
     assert not quantize.has_vnni()
     assert quantize.has_vnni(frozenset({"avx512_vnni"}))
 
 
-def test_predictor_precision_needs_the_fast_path_and_calibration(tmp_path: Path) -> None:
+def test_predictor_precision_implies_the_fast_path_and_needs_calibration(tmp_path: Path) -> None:
     path = save_model(build_model("xception41", "fcn", num_classes=3, encoder_kwargs={"width": 0.125}), tmp_path / "m")
-    with pytest.raises(ValueError, match="add --fast"):
-        Predictor.from_checkpoint(path, precision="int8", calibration=tmp_path)
-    with pytest.raises(ValueError, match="--calibration DIR"):
+    with pytest.raises(ValueError, match="^calibration: precision 'int8' needs calibration images"):
         Predictor.from_checkpoint(path, fast=True, precision="int8")
-    with pytest.raises(FileNotFoundError, match="holds no images"):
-        Predictor.from_checkpoint(path, fast=True, precision="int8", calibration=tmp_path)
+    with pytest.raises(ValueError, match="^calibration: folder .*missing does not exist$"):
+        Predictor.from_checkpoint(path, precision="int8", calibration=tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="^calibration folder .* holds no images"):
+        Predictor.from_checkpoint(path, precision="int8", calibration=tmp_path)
+    with pytest.raises(ValueError, match="^device: 'int8' runs|^device: precision 'int8' runs on the CPU only"):
+        precision.check_precision("int8", device="cuda", calibration=tmp_path)
+    with pytest.raises(ValueError, match="^backend: precision 'int8' runs on ONNX Runtime"):
+        precision.check_precision("int8", backend="eager", calibration=tmp_path)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    predictor = Predictor.from_checkpoint(path, precision="int8", calibration=tmp_path)  # no fast=True needed
+    assert isinstance(predictor.model, LazyOptimized) and predictor.model.precision == "int8"
 
 
 @pytest.mark.slow
@@ -206,3 +218,115 @@ def test_benchmark_times_int8_beside_fp32() -> None:
     assert set(rows) == {"zoo", "zoo fast (onnxruntime, int8)"}, rows
     assert rows["zoo"].precision == "fp32" and rows["zoo fast (onnxruntime, int8)"].precision == "int8"
     assert rows["zoo fast (onnxruntime, int8)"].latency_ms > 0 and rows["zoo fast (onnxruntime, int8)"].error is None
+
+
+def test_a_corrupt_calibration_file_is_skipped_named_and_counted(tmp_path: Path) -> None:
+    for index in range(2):
+        write_image(tmp_path / f"{index}.png", np.random.default_rng(index).integers(0, 256, (20, 30, 3), np.uint8))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.warns(ZooWarning) as caught:
+        batches = quantize.calibration_batches(tmp_path)
+    assert len(batches) == 2
+    messages = [str(w.message) for w in caught]
+    assert messages[0].startswith(f"calibration: skipped cannot read image {tmp_path / 'broken.jpg'}: truncated")
+    assert messages[1] == f"calibration: skipped 1 of 3 files in {tmp_path} (broken.jpg)"
+    for index in range(2):
+        (tmp_path / f"{index}.png").write_bytes(b"")
+    with pytest.warns(ZooWarning), pytest.raises(ValueError, match=f"^calibration: no readable image in {tmp_path}$"):
+        quantize.calibration_batches(tmp_path)
+
+
+def test_predict_int8_implies_the_fast_path_and_reports_a_corrupt_calibration_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = save_model(build_model("xception41", "fcn", num_classes=3, encoder_kwargs={"width": 0.125}), tmp_path / "m")
+    calibration = tmp_path / "calibration"
+    for index in range(2):
+        write_image(calibration / f"{index}.png", np.random.default_rng(index).integers(0, 256, (32, 32, 3), np.uint8))
+    (calibration / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    image = tmp_path / "x.png"
+    write_image(image, np.random.default_rng(5).integers(0, 256, (32, 40, 3), np.uint8))
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(path),
+        "--input",
+        str(image),
+        "--output",
+        str(tmp_path / "out"),
+        "--precision",
+        "int8",
+        "--calibration",
+        str(calibration),
+    ]  # fmt: skip  (no --fast)
+    assert main(argv) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(
+        f"zoo predict: warning: calibration: skipped cannot read image {calibration / 'broken.png'}"
+    )
+    assert err[1] == f"zoo predict: warning: calibration: skipped 1 of 3 files in {calibration} (broken.png)"
+    assert (tmp_path / "out" / "pred" / "x.png").is_file()
+
+
+@pytest.mark.parametrize("command", ["predict", "eval", "benchmark"])
+def test_precision_means_the_same_in_every_command(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """int8 without calibration (predict, eval) or bf16 on a CPU without bf16: the same line, naming the flag."""
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    path = save_model(build_model("xception41", "fcn", num_classes=3, encoder_kwargs={"width": 0.125}), tmp_path / "m")
+    argv = {
+        "predict": ["predict", "--checkpoint", str(path), "--input", str(tmp_path), "--output", str(tmp_path / "o")],
+        "eval": ["eval", "--checkpoint", str(path), "--dataset", "shapes", "--root", str(tmp_path), "--output",
+                 str(tmp_path / "o")],
+        "benchmark": ["benchmark", "--models", "xception41:fcn"],
+    }[command]  # fmt: skip
+    assert main([*argv, "--precision", "bf16"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"zoo {command}: error: argument --precision: 'bf16' on the CPU needs one of the instruction sets "
+        f"{sorted(precision.BF16_FLAGS)}; this CPU ({platform.processor() or platform.machine()}) has none of them"
+    )
+    if command != "benchmark":  # the benchmark calibrates int8 on random images when given none
+        assert main([*argv, "--precision", "int8"]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"zoo {command}: error: argument --calibration: precision 'int8' needs calibration images: a folder of "
+            "images like the data"
+        )
+
+
+class Split:
+    """A dataset split that makes each item when asked and counts how many are alive at once."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.alive, self.most_alive, self.made = count, 0, 0, 0
+
+    def _made(self, array: np.ndarray) -> np.ndarray:
+        self.alive += 1
+        self.most_alive = max(self.most_alive, self.alive)
+        weakref.finalize(array, self._freed)
+        return array
+
+    def _freed(self) -> None:
+        self.alive -= 1
+
+    def images(self) -> Iterator[np.ndarray]:
+        for index in range(self.count):
+            self.made += 1
+            yield self._made(np.random.default_rng(index).integers(0, 256, (SIZE, SIZE, 3), np.uint8))
+
+    def masks(self) -> Iterator[np.ndarray]:
+        for index in range(self.count):
+            yield np.random.default_rng(index).integers(0, 3, (SIZE, SIZE), np.uint8)
+
+
+def test_the_accuracy_report_streams_its_images(trained: SegmentationModel) -> None:
+    """Peak memory does not depend on the split's size: one image is held at a time, whatever the count."""
+    reports, most_alive = {}, {}
+    for count in (3, 12):
+        split = Split(count)
+        reports[count] = quantization_report(trained, trained, split.images(), split.masks(), check_ranges=False)
+        assert split.made == count
+        most_alive[count] = split.most_alive
+    assert most_alive[3] == most_alive[12] <= 3  # the image in use, the next one, one in the iterators' hands
+    assert reports[12].images == 12 and reports[12].pixel_agreement == 1.0
+    assert reports[12].miou_reference == reports[12].miou_quantized is not None

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import helpers
 import pytest
 import torch
 from helpers import TinyEncoder
 
 from zoo import summary
 from zoo.cli import main
-from zoo.encoders import ENCODERS
 from zoo.flops import count_macs, count_params
 from zoo.models import build_model
+from zoo.summary import summarize
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -24,10 +25,7 @@ def one_thread():
 
 @pytest.fixture
 def tiny(monkeypatch):
-    monkeypatch.setitem(
-        ENCODERS._entries, "tiny-test", lambda output_stride, weights, in_channels: TinyEncoder(output_stride)
-    )
-    return "tiny-test"
+    return helpers.register_tiny_encoder(monkeypatch)
 
 
 def zoo_summary(argv: list[str]) -> int:
@@ -77,7 +75,30 @@ def test_bad_input(tiny, capsys):
     assert "unknown decoder 'nope'; valid names: deeplabv3, deeplabv3plus, dpc, fcn, unet" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         zoo_summary(["models", "--size", "64x"])
-    assert "--size must be N or HxW" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        zoo_summary(["encoders", "--encoder-kwargs", "[1]"])
-    assert "--encoder-kwargs must be a JSON object" in capsys.readouterr().err
+    assert "argument --size: expected N or HxW with positive integers, got '64x'" in capsys.readouterr().err
+    assert zoo_summary(["encoders", "--encoder-kwargs", "{1}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zoo summary: error: argument --encoder-kwargs: not a JSON object (Expecting property name")
+
+
+def test_encoder_kwargs_one_format_and_the_old_one_deprecated(tiny, capsys):
+    assert (
+        zoo_summary(["encoders", "--encoders", "xception65", "--size", "64", "--encoder-kwargs", '{"width": 0.125}'])
+        == 0
+    )
+    json_table = capsys.readouterr()
+    assert zoo_summary(["encoders", "--encoders", "xception65", "--size", "64", "--encoder-kwargs", "width=0.125"]) == 0
+    old_table = capsys.readouterr()
+    assert old_table.out == json_table.out and "0.01" in json_table.out
+    assert old_table.err.strip() == (
+        "zoo summary: warning: --encoder-kwargs KEY=VALUE is deprecated; write a JSON object: '{\"width\": 0.125}'"
+    )
+    assert zoo_summary(["encoders", "--encoders", "xception65", "--size", "64", "--encoder-kwargs", "width"]) == 2
+    assert "argument --encoder-kwargs: expected a JSON object such as" in capsys.readouterr().err
+
+
+def test_summarize_takes_python_arguments(tiny, capsys):
+    summarize("models", size=(64, 64), encoders=[tiny], decoders=["fcn"], num_classes=4, markdown=True)
+    assert capsys.readouterr().out.startswith("| Encoder | Decoder | OS | Params (M) | GMACs |")
+    with pytest.raises(ValueError, match="^num_classes: must be positive, got 0$"):
+        summarize("models", num_classes=0)

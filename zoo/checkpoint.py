@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def describe_file(path: Path) -> str:
         return f"a truncated or corrupt checkpoint ({size} bytes)" if not zipfile.is_zipfile(path) else "a zip archive"
     mentions_onnx = b"onnx" in head.lower() or "onnx" in path.name.lower()
     if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and mentions_onnx):  # protobuf field 1: ir_version
-        return "an ONNX model (use --onnx / --backend onnx for it)"
+        return "an ONNX model (run it with Predictor.from_onnx, or give it as the onnx file)"
     try:
         head.decode("utf-8")
         return "a text file"
@@ -166,16 +166,25 @@ def write_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     return atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
-def non_finite_tensors(state: dict[str, Any]) -> list[str]:
-    """Names of the floating-point tensors of a state dict that hold NaN or infinity."""
-    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+def non_finite_tensors(tensors: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> list[str]:
+    """Names of the floating-point tensors that hold NaN or infinity: the one test of "non-finite" in the package.
+
+    Args:
+        tensors: a state dict, or ``(name, tensor)`` pairs (``module.named_parameters()``, ...); entries that are
+            not floating-point tensors are skipped.
+    """
+    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    return [k for k, v in items if torch.is_tensor(v) and v.is_floating_point() and not bool(v.isfinite().all())]
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationModel:
-    """Rebuild a model from a file written by :func:`save_model` or a training (Lightning) checkpoint.
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[SegmentationModel, dict[str, Any]]:
+    """The model of a :func:`save_model` file or training (Lightning) checkpoint, and its description, from one read.
 
     The model is built from the stored ``build_args`` with ``encoder_weights=None``, then the stored weights
-    are loaded. The returned model is in eval mode, with ``class_names`` and ``palette`` set from the file.
+    are loaded. The returned model is in eval mode, with ``class_names`` and ``palette`` set from the file; the
+    description is ``checkpoint["zoo"]`` (see :func:`model_meta`).
 
     Args:
         path: the file.
@@ -188,6 +197,17 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Se
     """
     path = Path(path)
     checkpoint = read_checkpoint(path, map_location)
+    return _build(path, checkpoint, map_location), checkpoint["zoo"]
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationModel:
+    """Rebuild a model from a file written by :func:`save_model` or a training checkpoint (see
+    :func:`load_checkpoint`, which also returns its description)."""
+    return load_checkpoint(path, map_location)[0]
+
+
+def _build(path: Path, checkpoint: dict[str, Any], map_location: str | torch.device) -> SegmentationModel:
+    """The model a checkpoint read by :func:`read_checkpoint` describes, with its weights."""
     meta = checkpoint["zoo"]
     state = model_state(checkpoint)
     bad = non_finite_tensors(state)
@@ -242,6 +262,7 @@ def _misfit(path: Path, expected: dict[str, Any], found: dict[str, Any], args: d
 
 __all__ = [
     "LIGHTNING_PREFIX",
+    "load_checkpoint",
     "load_matching",
     "load_model",
     "model_meta",

@@ -3,20 +3,66 @@
 The methods come from huggingface_hub's own ``ModelHubMixin`` (as smp's models do); this module only says what a
 zoo model folder holds: ``model.safetensors`` (the weights), ``config.json`` (the build arguments, class names and
 palette that rebuild the model) and ``README.md``, a model card generated from them.
+
+Offline, a download would sit through huggingface_hub's retries (half a minute or more) before failing.
+:func:`use_cache_if_offline` asks once per process, with a short timeout, whether the Hub can be reached, and when
+it cannot switches huggingface_hub to its offline mode (``HF_HUB_OFFLINE``): files in the local cache still load,
+anything else fails at once with the error that says so. ``from_pretrained`` of a Hub id calls it first; any code
+that downloads through huggingface_hub (timm's pretrained weights) can call it too.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import socket
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
-from huggingface_hub import ModelHubMixin, hf_hub_download
+from huggingface_hub import ModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 from safetensors.torch import load_file, save_file
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+PROBE_TIMEOUT_S = 3.0
+
+
+@functools.cache
+def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the Hub's endpoint (``HF_ENDPOINT``) opens within ``timeout`` seconds (name
+    lookup included); False in huggingface_hub's offline mode. Asked once per process."""
+    if constants.is_offline_mode():
+        return False
+    url = urlparse(constants.ENDPOINT)
+    address = (url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+    opened: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            opened.append(True)
+        except OSError:
+            opened.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # a name lookup has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return bool(opened and opened[0])
+
+
+def use_cache_if_offline() -> bool:
+    """Switch huggingface_hub to its offline mode (the local cache only) when the Hub cannot be reached.
+
+    Returns:
+        True when offline (files not in the cache then fail at once instead of after retries).
+    """
+    if hub_reachable():
+        return False
+    constants.HF_HUB_OFFLINE = True
+    return True
 
 
 class HubMixin(
@@ -40,11 +86,18 @@ class HubMixin(
         """The model saved in a folder by ``save_pretrained``, or pushed to the Hugging Face Hub under an id.
 
         Raises:
-            FileNotFoundError: one line naming the folder or id when neither holds a zoo model (offline included).
+            FileNotFoundError: one line naming the folder or id when neither holds a zoo model; offline, at once
+                (see :func:`use_cache_if_offline`).
         """
+        offline = not Path(pretrained_model_name_or_path).is_dir() and use_cache_if_offline()
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except (LocalEntryNotFoundError, RepositoryNotFoundError, EntryNotFoundError) as error:
+            if offline:
+                raise FileNotFoundError(
+                    f"{pretrained_model_name_or_path}: the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached "
+                    "and the model is not in the local cache; connect, or pass the folder written by save_pretrained"
+                ) from None
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise FileNotFoundError(
                 f"{pretrained_model_name_or_path}: neither a local folder nor a zoo model on the Hugging Face Hub "
@@ -119,4 +172,4 @@ def model_card(config: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "HubMixin", "model_card"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "HubMixin", "hub_reachable", "model_card", "use_cache_if_offline"]

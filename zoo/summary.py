@@ -23,6 +23,7 @@ from torch import nn
 
 from zoo.decoders import list_decoders
 from zoo.encoders import build_encoder, list_encoders
+from zoo.errors import ArgumentError
 from zoo.flops import count_macs, count_params
 from zoo.models import build_model
 
@@ -139,28 +140,52 @@ def render(rows: list[Row], headers: Sequence[str], title: str, markdown: bool) 
     return None
 
 
-def summarize(args: Any) -> int:
-    """Print the table parsed ``zoo summary`` arguments ask for; bad names raise ``KeyError`` / ``ValueError``."""
-    encoders = args.encoders or default_encoders()
-    size = tuple(args.size)
+def summarize(
+    what: str,
+    *,
+    size: tuple[int, int] = (512, 512),
+    output_stride: int | None = None,
+    encoders: Sequence[str] | None = None,
+    decoders: Sequence[str] | None = None,
+    num_classes: int = 21,
+    encoder_kwargs: dict[str, Any] | None = None,
+    markdown: bool = False,
+) -> None:
+    """Print the table of encoders (``what="encoders"``) or of encoder × decoder models (``what="models"``).
+
+    Args:
+        what: "encoders" or "models".
+        size: input height and width.
+        output_stride: the encoders' output stride (default: 32 for encoders, 16 for models).
+        encoders: encoder names (default: :func:`default_encoders`).
+        decoders: decoder names (default: every registered decoder).
+        num_classes: classes of the models.
+        encoder_kwargs: extra arguments for the zoo's Xceptions (e.g. ``{"width": 0.25}``).
+        markdown: print a markdown table instead of a rich table.
+
+    Raises:
+        ArgumentError: naming ``what`` or ``num_classes``; KeyError: an unknown encoder or decoder.
+    """
+    if what not in ("encoders", "models"):
+        raise ArgumentError("what", f"must be 'encoders' or 'models', got {what!r}")
+    if num_classes < 1:
+        raise ArgumentError("num_classes", f"must be positive, got {num_classes}")
+    encoders = list(encoders or default_encoders())
+    kwargs = dict(encoder_kwargs or {})
     size_text = f"{size[0]}x{size[1]}"
-    if args.num_classes < 1:
-        raise ValueError(f"--num-classes must be positive, got {args.num_classes}")
-    if args.what == "encoders":
-        stride = args.output_stride or 32
-        rows = encoder_rows(encoders, size, stride, args.encoder_kwargs)
-        headers = ("Encoder", "Tap reductions", "Deepest channels")
+    if what == "encoders":
+        stride = output_stride or 32
+        rows = encoder_rows(encoders, size, stride, kwargs)
+        headers: tuple[str, ...] = ("Encoder", "Tap reductions", "Deepest channels")
         title = f"Encoders at {size_text}, output stride {stride} (GMACs = 10^9 multiply-adds)"
     else:
-        stride = args.output_stride or 16
-        decoders = args.decoders or list_decoders()
-        rows = model_rows(encoders, decoders, size, stride, args.num_classes, args.encoder_kwargs)
+        stride = output_stride or 16
+        rows = model_rows(encoders, list(decoders or list_decoders()), size, stride, num_classes, kwargs)
         headers = ("Encoder", "Decoder", "OS")
-        title = f"Models at {size_text}, {args.num_classes} classes (GMACs = 10^9 multiply-adds)"
-    text = render(rows, headers, title, args.markdown)
+        title = f"Models at {size_text}, {num_classes} classes (GMACs = 10^9 multiply-adds)"
+    text = render(rows, headers, title, markdown)
     if text is not None:
         print(text)
-    return 0
 
 
 __all__ = ["Row", "encoder_rows", "model_rows", "render", "summarize"]

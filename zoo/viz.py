@@ -102,6 +102,12 @@ def _save(fig, plt, path: str | Path) -> Path:
     return path
 
 
+OVERLAY_ROWS = 512
+TITLE_HEIGHT = 24
+MIN_PANEL_HEIGHT = 256
+PANEL_TITLES = ("image", "truth", "prediction")
+
+
 def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], opacity: float = 0.5) -> np.ndarray:
     """Blend class colours over an image (``H×W×3`` uint8 RGB).
 
@@ -119,12 +125,16 @@ def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]
     if image.shape[:2] != mask.shape[:2]:
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape[:2]} differ in size")
     colours = np.asarray(palette, dtype=np.float32).reshape(-1, 3)
-    ids = mask.astype(np.int64)
-    known = (ids >= 0) & (ids < len(colours))
-    colour = colours[np.where(known, ids, 0)]
-    known &= colour.any(axis=-1)
-    blend = (1.0 - opacity) * image.astype(np.float32) + opacity * colour
-    return np.where(known[..., None], blend, image).round().clip(0, 255).astype(np.uint8)
+    out = np.empty_like(image, dtype=np.uint8)
+    for top in range(0, image.shape[0], OVERLAY_ROWS):  # in bands of rows: a large photograph's float copies stay small
+        rows = slice(top, top + OVERLAY_ROWS)
+        ids = mask[rows].astype(np.int64)
+        known = (ids >= 0) & (ids < len(colours))
+        colour = colours[np.where(known, ids, 0)]
+        known &= colour.any(axis=-1)
+        blend = (1.0 - opacity) * image[rows].astype(np.float32) + opacity * colour
+        out[rows] = np.where(known[..., None], blend, image[rows]).round().clip(0, 255).astype(np.uint8)
+    return out
 
 
 def legend(width: int, ids: Sequence[int], class_names: Sequence[str], palette: Sequence[Sequence[int]]) -> np.ndarray:
@@ -158,11 +168,34 @@ def legend(width: int, ids: Sequence[int], class_names: Sequence[str], palette: 
 
 
 def with_legend(
-    image: np.ndarray, mask: np.ndarray, class_names: Sequence[str], palette: Sequence[Sequence[int]]
+    image: np.ndarray,
+    masks: np.ndarray | Sequence[np.ndarray],
+    class_names: Sequence[str],
+    palette: Sequence[Sequence[int]],
 ) -> np.ndarray:
-    """``image`` (an overlay, a strip of panels) above a legend of the classes present in ``mask``."""
-    present = [int(i) for i in np.unique(mask) if 0 <= i < len(class_names)]
+    """``image`` (an overlay, a strip of panels) above a legend of the classes present in ``masks`` (one or several)."""
+    masks = [masks] if isinstance(masks, np.ndarray) else masks
+    present = sorted({int(i) for mask in masks for i in np.unique(mask) if 0 <= i < len(class_names)})
     return np.concatenate([image, legend(image.shape[1], present, class_names, palette)], axis=0)
+
+
+def titled(panel: np.ndarray, title: str) -> np.ndarray:
+    """``panel`` below a white band with ``title`` centred in it (OpenCV text)."""
+    font, scale, thickness = cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1
+    (text_width, _), _ = cv2.getTextSize(title, font, scale, thickness)
+    band = np.full((TITLE_HEIGHT, panel.shape[1], 3), 255, np.uint8)
+    x = max((panel.shape[1] - text_width) // 2, 2)
+    cv2.putText(band, title, (x, TITLE_HEIGHT - 7), font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    return np.concatenate([band, panel], axis=0)
+
+
+def enlarged(array: np.ndarray, min_height: int) -> np.ndarray:
+    """``array`` (an image or a mask) scaled up by the smallest whole factor that makes it ``min_height`` tall,
+    nearest-neighbour, so small images (the demo's) are readable and class edges stay sharp."""
+    factor = -(-min_height // max(array.shape[0], 1))
+    if factor <= 1:
+        return array
+    return np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
 
 
 def panels(
@@ -174,21 +207,34 @@ def panels(
     opacity: float = 0.5,
     with_image: bool = True,
     legend: bool = True,
+    titles: Sequence[str] | None = None,
+    min_height: int = MIN_PANEL_HEIGHT,
 ) -> np.ndarray:
     """``image | overlay(mask) | ...`` side by side, above a legend of the classes present in any of the masks.
 
+    ``zoo eval --show-dir`` and the demo both draw ``image | truth | prediction`` with :data:`PANEL_TITLES`.
+
     Args:
         image: ``H×W×3`` uint8 RGB.
-        masks: ``H×W`` class-id masks (a prediction, a ground truth), one panel each.
+        masks: ``H×W`` class-id masks (a ground truth, a prediction), one panel each.
         class_names: name per class id.
         palette: colour per class id.
         opacity: weight of the class colour in each overlay.
         with_image: start with the image itself.
         legend: add the legend band.
+        titles: one title per panel (the image's first when ``with_image``), drawn above it; None: no titles.
+        min_height: panels of a smaller image are scaled up (whole factors, nearest-neighbour) to at least this.
     """
-    drawn = [overlay(image, mask, palette, opacity) for mask in masks]
-    strip = np.concatenate([image, *drawn] if with_image else drawn, axis=1)
-    return with_legend(strip, np.concatenate(list(masks)), class_names, palette) if legend else strip
+    originals = [np.asarray(mask) for mask in masks]
+    image = enlarged(image, min_height)
+    drawn = [overlay(image, enlarged(mask, min_height), palette, opacity) for mask in originals]
+    shown = [image, *drawn] if with_image else drawn
+    if titles is not None:
+        if len(titles) != len(shown):
+            raise ValueError(f"titles: one per panel ({len(shown)}), got {len(titles)}")
+        shown = [titled(panel, title) for panel, title in zip(shown, titles, strict=True)]
+    strip = np.concatenate(shown, axis=1)
+    return with_legend(strip, originals, class_names, palette) if legend else strip
 
 
 def _by_variant(rows: Sequence[Mapping]) -> dict[str, dict[int, dict[int, Mapping]]]:
@@ -279,6 +325,8 @@ def plot_study_cost(rows: Sequence[Mapping], path: str | Path, title: str = "") 
 
 
 __all__ = [
+    "PANEL_TITLES",
+    "enlarged",
     "legend",
     "overlay",
     "panels",
@@ -286,5 +334,6 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_study_cost",
     "plot_study_curves",
+    "titled",
     "with_legend",
 ]

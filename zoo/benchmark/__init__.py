@@ -1,7 +1,7 @@
 """Benchmarks (``zoo benchmark``): parameters, multiply-adds, latency, throughput and memory of encoders and models.
 
 Each setting (model, input size, output stride) is one group of candidates timed in alternating rounds:
-round 1 runs the zoo model, then its fast path (``--fast``), then the peers (``--reference``: smp's model
+round 1 runs the zoo model, then its fast path (``fast``), then the peers (``reference``: smp's model
 of the same architecture and timm's ``features_only`` encoder), round 2 again in the same order, and so
 on; in every round each candidate runs once untimed before its timed runs. Latency is the median (and 90th
 percentile) over all timed runs; the speed-up against the peer is the median over rounds of the per-round
@@ -19,9 +19,7 @@ from zoo.benchmark.config import (
     BenchmarkConfig,
     BenchmarkError,
     BenchmarkRow,
-    parse_kwargs,
     parse_model_spec,
-    parse_size,
 )
 from zoo.benchmark.measure import memory_kind, run_benchmark
 from zoo.benchmark.report import machine_description, print_table, table_cells, write_csv, write_json
@@ -32,9 +30,7 @@ __all__ = [
     "BenchmarkRow",
     "machine_description",
     "memory_kind",
-    "parse_kwargs",
     "parse_model_spec",
-    "parse_size",
     "print_table",
     "run_benchmark",
     "table_cells",

@@ -137,7 +137,7 @@ def build_zoo(encoder: str, decoder: str | None, config: BenchmarkConfig, output
             encoder, decoder, num_classes=config.num_classes, output_stride=output_stride, encoder_kwargs=kwargs
         )
     except KeyError as error:
-        raise BenchmarkError(f"--models: {error.args[0] if error.args else error}") from None
+        raise BenchmarkError("models", str(error.args[0] if error.args else error)) from None
 
 
 def build_smp(encoder: str, decoder: str, config: BenchmarkConfig, output_stride: int) -> nn.Module:
@@ -199,7 +199,7 @@ def group_candidates(
             candidate.module.eval()
     if config.fast or config.precision == "int8":
         if config.mode != "infer":
-            raise BenchmarkError("--fast: the fast path is for --mode infer only")
+            raise BenchmarkError("mode", "the fast path (fast, precision 'int8') runs inference only: mode 'infer'")
         fast = _fast_candidate(zoo_module, part, size, config, device, versus=model_ref or enc_ref or "zoo")
         candidates.insert(1, fast)
     return candidates, failed

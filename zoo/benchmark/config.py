@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import ast
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import torch
-
 from zoo.decoders import list_decoders
-from zoo.infer.optimize import PRECISION_NAMES
+from zoo.errors import ArgumentError
+from zoo.infer.device import resolve_device
+from zoo.infer.precision import check_precision
 
 Mode = Literal["infer", "train"]
 SCALING_SIZES = (256, 384, 512, 768, 1024)
 SCALING_STRIDES = (8, 16, 32)
 
 
-class BenchmarkError(ValueError):
-    """A bad benchmark argument (unknown model, size, ...); the message names the argument."""
+class BenchmarkError(ArgumentError):
+    """A bad benchmark argument (unknown model, size, ...); it names the :class:`BenchmarkConfig` field."""
 
 
 @dataclass
@@ -32,8 +30,9 @@ class BenchmarkConfig:
         output_stride: encoder output stride (8, 16, 32).
         mode: "infer" (forward without gradients) or "train" (forward, loss, backward, SGD step).
         device: "cpu" or "cuda" (or "cuda:N").
-        precision: "fp32", or "bf16"/"fp16" through ``torch.autocast``, or "int8" (CPU, inference): the fast
-            path quantized (implies ``fast``; the other candidates run fp32, as the reference).
+        precision: "fp32", or "bf16"/"fp16" through ``torch.autocast`` for every candidate, or "int8" (CPU,
+            inference): the fast path quantized (implies ``fast``, as everywhere; the other candidates run fp32, as
+            the reference). Checked by :func:`zoo.infer.precision.check_precision`.
         channels_last: run every candidate in channels-last memory format.
         compile: ``torch.compile`` every candidate (its compilation happens during warm-up).
         compile_mode: ``mode`` for ``torch.compile``.
@@ -117,61 +116,40 @@ class BenchmarkRow:
 # Parsing
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"512"`` -> (512, 512); ``"512x1024"`` -> (512, 1024) (height x width)."""
-    parts = text.lower().split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 2) or any(v < 1 for v in values):
-        raise BenchmarkError(f"--size: expected N or HxW with positive integers, got {text!r}")
-    return (values[0], values[-1])
-
-
 def parse_model_spec(spec: str) -> tuple[str, str | None]:
     """``"xception65:deeplabv3plus"`` -> ("xception65", "deeplabv3plus"); ``"resnet50"`` -> ("resnet50", None)."""
     encoder, _, decoder = spec.partition(":")
     if not encoder or (":" in spec and not decoder):
-        raise BenchmarkError(f"--models: expected ENCODER or ENCODER:DECODER, got {spec!r}")
+        raise BenchmarkError("models", f"expected ENCODER or ENCODER:DECODER, got {spec!r}")
     if decoder and decoder not in list_decoders():
-        raise BenchmarkError(f"--models: unknown decoder {decoder!r} in {spec!r}; valid decoders: {list_decoders()}")
+        raise BenchmarkError("models", f"unknown decoder {decoder!r} in {spec!r}; valid decoders: {list_decoders()}")
     return encoder, decoder or None
 
 
-def parse_kwargs(items: Sequence[str]) -> dict[str, Any]:
-    """``["width=0.125", "order='pointwise_first'"]`` -> {"width": 0.125, "order": "pointwise_first"}."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise BenchmarkError(f"--encoder-kwargs: expected KEY=VALUE, got {item!r}")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
-
-
 def check_config(config: BenchmarkConfig) -> None:
+    """Raise a :class:`BenchmarkError` (or the shared precision/device errors) naming the field that cannot run."""
     if not config.models:
-        raise BenchmarkError("--models: give at least one model or encoder")
+        raise BenchmarkError("models", "give at least one model or encoder")
+    if not config.sizes or any(len(s) != 2 or min(s) < 1 for s in config.sizes):
+        raise BenchmarkError("sizes", f"expected (height, width) pairs of positive integers, got {config.sizes}")
     for name in ("batch_size", "repeats", "rounds"):
         if getattr(config, name) < 1:
-            raise BenchmarkError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+            raise BenchmarkError(name, f"must be at least 1, got {getattr(config, name)}")
     if config.warmup < 0:
-        raise BenchmarkError(f"--warmup must be at least 0, got {config.warmup}")
+        raise BenchmarkError("warmup", f"must be at least 0, got {config.warmup}")
     if config.output_stride not in (8, 16, 32):
-        raise BenchmarkError(f"--output-stride must be 8, 16 or 32, got {config.output_stride}")
+        raise BenchmarkError("output_stride", f"must be 8, 16 or 32, got {config.output_stride}")
     if config.mode not in ("infer", "train"):
-        raise BenchmarkError(f"--mode must be infer or train, got {config.mode!r}")
-    if config.precision not in PRECISION_NAMES:
-        raise BenchmarkError(f"--precision must be one of {list(PRECISION_NAMES)}, got {config.precision!r}")
-    if config.precision == "int8" and (config.mode != "infer" or config.device != "cpu"):
-        raise BenchmarkError("--precision int8: the quantized fast path runs inference on the CPU only")
+        raise BenchmarkError("mode", f"must be 'infer' or 'train', got {config.mode!r}")
     if config.threads is not None and config.threads < 1:
-        raise BenchmarkError(f"--threads must be at least 1, got {config.threads}")
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise BenchmarkError(f"--device {config.device}: CUDA is not available on this machine")
-    if config.fast and config.mode != "infer":
-        raise BenchmarkError("--fast: the fast path is for --mode infer only")
+        raise BenchmarkError("threads", f"must be at least 1, got {config.threads}")
+    resolve_device(config.device)
+    check_precision(
+        config.precision,
+        device=config.device,
+        backend=config.fast_backend,
+        calibration=config.calibration,
+        needs_calibration=False,
+    )
+    if config.mode != "infer" and (config.fast or config.precision == "int8"):
+        raise BenchmarkError("mode", "the fast path (fast, precision 'int8') runs inference only: mode 'infer'")

@@ -1,9 +1,11 @@
 """The ``zoo`` command line: one entry point, one module per command, one error handler.
 
 Each command module has ``add_arguments(parser)`` and ``run(args) -> exit code``; it parses and calls the library,
-which it imports when the command is chosen (so ``zoo --help`` does not load every library module). A user error
-the library raises (``FileNotFoundError``, ``KeyError``, ``ValueError``, ``OSError``) becomes one line on stderr,
-``zoo COMMAND: error: ...``, and exit code 2. ``zoo train`` hands its arguments to Lightning's LightningCLI.
+which it imports inside ``run`` (so ``zoo COMMAND --help`` loads neither torch nor the models). A user error the
+library raises (``FileNotFoundError``, ``KeyError``, ``ValueError``, ``OSError``) becomes one line on stderr,
+``zoo COMMAND: error: ...``, and exit code 2; an error that names a Python argument names its flag instead
+(:func:`zoo.cli.options.error_line`). The shared options live in :mod:`zoo.cli.options`. ``zoo train`` hands its
+arguments to Lightning's LightningCLI.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
+from zoo.cli.options import USER_ERRORS, error_line, error_message, flags_of, show_warnings
 from zoo.version import __version__
 
 # name -> (module, one-line help)
@@ -28,25 +32,25 @@ COMMANDS = {
     "convert": ("zoo.cli.convert", "convert another framework's checkpoint (TF DeepLab) to a zoo model file"),
     "ablation": ("zoo.cli.ablation", "train every variant of a study (configs/studies/) with the same data and budget"),
 }
-USER_ERRORS = (FileNotFoundError, KeyError, ValueError, OSError)
-
-
-def error_message(error: BaseException) -> str:
-    """The one line shown for a user error (a KeyError's message without its quotes)."""
-    if isinstance(error, KeyError) and error.args:
-        return str(error.args[0])
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The ``zoo`` parser; only ``command``'s module is imported and given its arguments."""
+    """The ``zoo`` parser; only ``command``'s module is imported and given its arguments (and its flags are kept as
+    the parser's ``flags`` default: argument name -> flag, for error lines)."""
     parser = argparse.ArgumentParser(prog="zoo", description="Semantic segmentation zoo.")
     parser.add_argument("--version", action="version", version=f"zoo {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text, add_help=name != "train")
+        sub = subparsers.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            add_help=name != "train",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if name == command:
             importlib.import_module(module).add_arguments(sub)
+            sub.set_defaults(flags=flags_of(sub))
     return parser
 
 
@@ -60,11 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return train_main(argv[argv.index("train") + 1 :])
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
-    try:
-        return int(module.run(args) or 0)
-    except USER_ERRORS as error:
-        print(f"zoo {args.command}: error: {error_message(error)}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        show_warnings(args.command)
+        try:
+            return int(module.run(args) or 0)
+        except USER_ERRORS as error:
+            print(error_line(args.command, error, getattr(args, "flags", None)), file=sys.stderr)
+            return 2
 
 
-__all__ = ["COMMANDS", "build_parser", "error_message", "main"]
+__all__ = ["COMMANDS", "USER_ERRORS", "build_parser", "error_message", "main"]

@@ -8,39 +8,35 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from zoo.cli.options import BACKENDS, add_device_argument, add_precision_arguments, encoder_kwargs, examples, size
 
-from zoo.benchmark import (
-    BenchmarkConfig,
-    machine_description,
-    memory_kind,
-    parse_kwargs,
-    parse_size,
-    print_table,
-    run_benchmark,
-    write_csv,
-    write_json,
-)
-from zoo.infer.optimize import BACKENDS, PRECISION_NAMES
+if TYPE_CHECKING:
+    from zoo.benchmark import BenchmarkConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``zoo benchmark``."""
     p.description = "Time encoders (ENCODER) and models (ENCODER:DECODER), optionally against smp and timm."
+    p.epilog = examples(
+        "zoo benchmark --models xception65:deeplabv3plus --size 512 --reference",
+        "zoo benchmark --models xception65:deeplabv3plus --size 512x1024 --fast --precision int8",
+        "zoo benchmark --models xception65 --scaling --encoder-kwargs '{\"width\": 0.5}' --json scaling.json",
+    )
     p.add_argument("--models", nargs="+", required=True, metavar="SPEC", help="e.g. xception65:deeplabv3plus resnet50")
-    p.add_argument("--size", nargs="+", default=["512"], metavar="HxW", help="input sizes, N or HxW (default 512)")
+    p.add_argument(
+        "--size", dest="sizes", type=size, nargs="+", default=[(512, 512)], metavar="HxW", help="N or HxW (default 512)"
+    )
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--output-stride", type=int, default=16, choices=(8, 16, 32))
     p.add_argument("--mode", choices=("infer", "train"), default="infer")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument(
-        "--precision",
-        choices=PRECISION_NAMES,
-        default="fp32",
-        help="bf16/fp16: torch.autocast for every candidate; int8: the fast path quantized (CPU), the others fp32",
+    add_device_argument(p)
+    add_precision_arguments(
+        p,
+        help_text="bf16/fp16: torch.autocast for every candidate; int8: the fast path quantized (implies --fast, "
+        "CPU), the others fp32; --calibration defaults to random images",
     )
-    p.add_argument("--calibration", default=None, metavar="DIR", help="int8: images to calibrate on (default: random)")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile every candidate")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune)")
@@ -52,17 +48,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per candidate per round (default 3)")
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     p.add_argument("--num-classes", type=int, default=21)
-    p.add_argument("--encoder-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="e.g. width=0.25")
+    p.add_argument(
+        "--encoder-kwargs", nargs="+", default=[], help="a JSON object for the zoo's encoders, e.g. '{\"width\": 0.25}'"
+    )
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (torch and ONNX Runtime)")
     p.add_argument("--csv", type=Path, default=None, metavar="FILE")
     p.add_argument("--json", type=Path, default=None, metavar="FILE")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
-    """A :class:`BenchmarkConfig` from parsed ``zoo benchmark`` arguments."""
+    """A :class:`zoo.benchmark.BenchmarkConfig` from parsed ``zoo benchmark`` arguments."""
+    from zoo.benchmark import BenchmarkConfig
+
     return BenchmarkConfig(
         models=list(args.models),
-        sizes=[parse_size(s) for s in args.size],
+        sizes=list(args.sizes),
         batch_size=args.batch_size,
         output_stride=args.output_stride,
         mode=args.mode,
@@ -79,14 +79,18 @@ def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
         repeats=args.repeats,
         rounds=args.rounds,
         num_classes=args.num_classes,
-        encoder_kwargs=parse_kwargs(args.encoder_kwargs),
+        encoder_kwargs=encoder_kwargs(args.encoder_kwargs),
         threads=args.threads,
-        calibration=args.calibration,
+        calibration=str(args.calibration) if args.calibration else None,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """``zoo benchmark``: exit code 0, 1 when a zoo row failed for a reason other than memory, 2 for bad input."""
+    import torch
+
+    from zoo.benchmark import machine_description, memory_kind, print_table, run_benchmark, write_csv, write_json
+
     config = config_from_args(args)
     rows = run_benchmark(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     machine = machine_description(config.device, config.threads)

@@ -7,19 +7,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
-from zoo.data import DATASETS, build_dataset
-from zoo.data.check import check_split, convention_problems
-from zoo.data.colour import colour_to_index, named_palette
-from zoo.data.io import IGNORE_INDEX, read_image, write_mask
-from zoo.data.shapes import write_shapes
-from zoo.data.stats import class_stats
+from zoo.cli.options import examples
 
 
 def add_arguments(data: argparse.ArgumentParser) -> None:
-    """The ``zoo data`` subcommands: ``make-shapes`` and ``check``."""
+    """The ``zoo data`` subcommands: ``make-shapes``, ``check``, ``stats`` and ``convert-colour-masks``."""
+    data.epilog = examples(
+        "zoo data make-shapes --root data/shapes",
+        "zoo data check --dataset voc --root VOCdevkit/VOC2012",
+        "zoo data check --dataset folder --root my-data --mask-values 255:1",
+        "zoo data stats --dataset folder --root my-data --split train",
+    )
     commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
     shapes = commands.add_parser("make-shapes", help="write the synthetic shapes data in Pascal VOC layout")
@@ -91,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
 
 def run_make_shapes(args: argparse.Namespace) -> int:
     """Write the shapes data; returns the exit code."""
+    from rich.console import Console
+
+    from zoo.data.shapes import write_shapes
+
     root = write_shapes(args.root, num_train=args.num_train, num_val=args.num_val, seed=args.seed, force=args.force)
     Console().print(f"wrote {args.num_train} train + {args.num_val} val shapes images to {root} (VOC layout)")
     return 0
@@ -98,6 +100,12 @@ def run_make_shapes(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """Check a dataset on disk, print a summary; returns 1 if anything is wrong, else 0."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from zoo.data import DATASETS
+    from zoo.data.check import check_split, convention_problems
+
     console = Console()
     cls = DATASETS.get(args.dataset)  # an unknown name: KeyError listing the valid ones
     kwargs: dict[str, Any] = {"root": args.root, **_mask_kwargs(args)}
@@ -145,6 +153,13 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     """Print per-class pixel shares, image counts and median-frequency weights of one split."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from zoo.data import build_dataset
+    from zoo.data.io import IGNORE_INDEX
+    from zoo.data.stats import class_stats
+
     kwargs: dict[str, Any] = {"split": args.split, **_mask_kwargs(args)}
     if args.root is not None:
         kwargs["root"] = args.root
@@ -166,6 +181,9 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_convert_colours(args: argparse.Namespace) -> int:
     """Write an index PNG for every colour PNG of ``--input``."""
+    from zoo.data.colour import colour_to_index, named_palette
+    from zoo.data.io import read_image, write_mask
+
     palette = named_palette(args.palette)
     sources = sorted(p for p in args.input.glob("*.png") if p.is_file()) if args.input.is_dir() else []
     if not sources:

@@ -10,28 +10,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from zoo.cli.predict import add_inference_arguments, add_precision_arguments, inference_options, positive_int
-from zoo.data import build_dataset
-from zoo.data.io import voc_palette, write_image, write_mask
-from zoo.infer.accuracy import predictor_report
-from zoo.infer.evaluate import evaluate, save_results
-from zoo.infer.predictor import Predictor
-from zoo.metrics import print_scores
-from zoo.viz import panels
+from zoo.cli.options import add_fast_argument, add_inference_arguments, add_precision_arguments, examples, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``zoo eval``."""
     parser.description = "DeepLab evaluation: full-resolution images, one confusion matrix over the split, mIoU."
+    parser.epilog = examples(
+        "zoo eval --checkpoint model.pt --dataset voc --root VOCdevkit/VOC2012 --output eval/",
+        "zoo eval --checkpoint model.pt --dataset folder --root data/ --split all --output eval/ --show-dir show/",
+        "zoo eval --checkpoint model.pt --dataset voc --root VOC --output eval/ --precision int8 --calibration c/",
+    )
     parser.add_argument("--checkpoint", required=True, type=Path, help="zoo.save_model file or Lightning checkpoint")
     parser.add_argument("--dataset", required=True, help="dataset name (voc, cityscapes, folder, shapes)")
     parser.add_argument("--root", required=True, type=Path, help="dataset root folder")
     parser.add_argument("--split", default="val", help="split to evaluate (default val; 'all': a folder's every image)")
     parser.add_argument("--output", required=True, type=Path, help="folder for the plots and metrics.json")
-    parser.add_argument("--show-dir", type=Path, default=None, help="write pred/ masks and vis/ image|pred|truth")
+    parser.add_argument(
+        "--show-dir", type=Path, default=None, help="write pred/ masks and vis/ image | truth | prediction"
+    )
     parser.add_argument("--force", action="store_true", help="replace the results already in --output")
+    add_fast_argument(parser)
     add_precision_arguments(parser)
     add_inference_arguments(parser)
     pad = parser.add_mutually_exclusive_group()
@@ -48,25 +47,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _shower(folder: Path | None, class_names: list[str], palette: list) -> Callable | None:
-    """What ``--show-dir`` writes for each item: the predicted mask, and image | prediction | truth with a legend."""
+    """What ``--show-dir`` writes for each item: the predicted mask, and image | truth | prediction (titled, as the
+    demo draws them) above a legend."""
+    from zoo.data.io import write_image, write_mask
+    from zoo.viz import PANEL_TITLES, panels
+
     if folder is None:
         return None
 
-    def show(item: dict[str, Any], prediction: np.ndarray) -> None:
-        image, truth, name = item["image"], np.asarray(item["mask"]), item.get("name", "image")
+    def show(item: dict[str, Any], prediction: Any) -> None:
+        image, truth, name = item["image"], item["mask"], item.get("name", "image")
         write_mask(folder / "pred" / f"{name}.png", prediction, palette)
-        write_image(folder / "vis" / f"{name}.png", panels(image, [prediction, truth], class_names, palette))
+        strip = panels(image, [truth, prediction], class_names, palette, titles=PANEL_TITLES)
+        write_image(folder / "vis" / f"{name}.png", strip)
 
     return show
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``zoo eval``; returns the exit code."""
+    from zoo.cli.options import inference_options
+    from zoo.data import build_dataset
+    from zoo.data.io import voc_palette
+    from zoo.infer.accuracy import predictor_report
+    from zoo.infer.evaluate import evaluate, save_results
+    from zoo.infer.predictor import Predictor
+    from zoo.infer.tta import DEEPLAB_SCALES
+    from zoo.metrics import print_scores
+
     if (args.output / "metrics.json").exists() and not args.force:
         raise ValueError(f"{args.output / 'metrics.json'} exists; pass --force to replace it, or another --output")
-    options = inference_options(args)
+    options = inference_options(args, DEEPLAB_SCALES)
     pad_to = None if args.no_pad else (tuple(args.pad_to) if args.pad_to else args.dataset)
-    fast = args.precision != "fp32"
+    fast = args.fast or args.precision != "fp32"
     predictor = Predictor.from_checkpoint(
         args.checkpoint,
         args.device,
@@ -106,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         "seconds": seconds,
         "precision": args.precision,
     }
-    if fast:
+    if args.precision != "fp32":
         report = predictor_report(predictor, dataset)
         print(f"{args.precision} against fp32 (one scale, no flip):", *report.lines(), sep="\n  ")
         info["quantization_report"] = dataclasses.asdict(report)

@@ -11,23 +11,12 @@ from __future__ import annotations
 
 import argparse
 import glob
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-from zoo.data.cityscapes import CITYSCAPES_PALETTE
-from zoo.data.io import read_image, voc_palette, write_image, write_mask
-from zoo.infer.optimize import PRECISION_NAMES
-from zoo.infer.predictor import Predictor
-from zoo.infer.tta import DEEPLAB_SCALES
-from zoo.viz import panels
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
+from zoo.cli.options import add_fast_argument, add_inference_arguments, add_precision_arguments, examples
 
 
 def find_images(spec: str | Path) -> list[Path]:
@@ -41,11 +30,11 @@ def find_images(spec: str | Path) -> list[Path]:
     Raises:
         FileNotFoundError: nothing matches.
     """
+    from zoo.data.io import image_files
+
     path = Path(spec)
     if path.is_dir():
-        found = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-        if not found:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {path}")
+        found = image_files(path)
     elif path.is_file():
         found = [path]
     else:
@@ -82,6 +71,9 @@ def resolve_palette(
         num_classes: number of classes.
         stored: the palette stored in the checkpoint, if any.
     """
+    from zoo.data.cityscapes import CITYSCAPES_PALETTE
+    from zoo.data.io import voc_palette
+
     if choice == "auto":
         if stored is not None and len(stored) >= num_classes:
             return [tuple(int(v) for v in c) for c in stored[:num_classes]]
@@ -94,62 +86,19 @@ def resolve_palette(
     raise ValueError(f"--palette must be one of voc, cityscapes, auto; got {choice!r}")
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
-    """The test-time options shared by ``zoo predict`` and ``zoo eval``."""
-    group = parser.add_argument_group("test-time augmentation and sliding window")
-    group.add_argument("--tta", action="store_true", help=f"DeepLab's multi-scale + flip: scales {DEEPLAB_SCALES}")
-    group.add_argument(
-        "--scales", type=float, nargs="+", default=None, help="image scales to average (e.g. 0.75 1 1.25)"
-    )
-    group.add_argument("--flip", action="store_true", help="average with the horizontally mirrored image")
-    group.add_argument("--slide", action="store_true", help="sliding-window inference (windows of --crop)")
-    group.add_argument(
-        "--crop", type=positive_int, nargs=2, metavar=("H", "W"), default=None, help="window size (513 513)"
-    )
-    group.add_argument(
-        "--stride", type=positive_int, nargs=2, metavar=("H", "W"), default=None, help="window step (2/3 crop)"
-    )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--batch-size", type=positive_int, default=1, help="images (or windows) per forward pass")
-
-
-def inference_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``scales``, ``flip``, ``slide`` and ``batch_size`` from the parsed test-time options."""
-    scales = tuple(args.scales) if args.scales else (DEEPLAB_SCALES if args.tta else (1.0,))
-    slide = None
-    if args.slide or args.crop or args.stride:
-        crop = tuple(args.crop) if args.crop else (513, 513)
-        stride = tuple(args.stride) if args.stride else tuple(math.ceil(2 * c / 3) for c in crop)
-        if stride[0] > crop[0] or stride[1] > crop[1]:
-            raise ValueError(f"--stride {stride[0]} {stride[1]} is larger than --crop {crop[0]} {crop[1]}")
-        slide = (crop, stride)
-    return {"scales": scales, "flip": bool(args.flip or args.tta), "slide": slide, "batch_size": args.batch_size}
-
-
-def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--precision`` and ``--calibration``, shared by ``zoo predict`` and ``zoo eval``."""
-    parser.add_argument(
-        "--precision",
-        choices=PRECISION_NAMES,
-        default="fp32",
-        help="the fast path's precision; int8: static quantization calibrated on --calibration (CPU)",
-    )
-    parser.add_argument(
-        "--calibration", type=Path, default=None, metavar="DIR", help="int8: a folder of images like the data"
-    )
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``zoo predict``."""
     parser.description = "Write DIR/pred/<name>.png (class-index palette PNG) and DIR/vis/<name>.png (overlay)."
+    parser.epilog = examples(
+        "zoo predict --checkpoint model.pt --input photo.jpg --output out/",
+        "zoo predict --checkpoint model.pt --input 'photos/**/*.jpg' --output out/ --tta",
+        "zoo predict --onnx model.onnx --input photos/ --output out/",
+        "zoo predict --checkpoint model.pt --input photos/ --output out/ --precision int8 --calibration calib/",
+    )
     parser.add_argument("--checkpoint", type=Path, default=None, help="zoo.save_model file or Lightning checkpoint")
+    parser.add_argument(
+        "--onnx", type=Path, default=None, help="run this ONNX file (zoo export) with ONNX Runtime instead"
+    )
     parser.add_argument("--input", required=True, help="an image file, a folder of images, or a glob pattern")
     parser.add_argument("--output", required=True, type=Path, help="output folder")
     parser.add_argument("--palette", choices=("voc", "cityscapes", "auto"), default="auto", help="overlay colours")
@@ -159,48 +108,81 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--side-by-side", action="store_true", help="vis/ shows the image beside its overlay")
     parser.add_argument(
-        "--backend", choices=("torch", "onnx"), default="torch", help="run with PyTorch or ONNX Runtime"
+        "--backend", choices=("torch", "onnx"), default=None, help="torch, or onnx (the default with --onnx)"
     )
-    parser.add_argument("--onnx", type=Path, default=None, help="ONNX file from zoo export (--backend onnx)")
-    parser.add_argument(
-        "--fast",
-        action="store_true",
-        help="zoo.optimize_for_inference (on the CPU: ONNX Runtime, a fixed graph for each of the first 4 input "
-        "sizes, one graph with dynamic sizes for all others)",
-    )
+    add_fast_argument(parser)
     add_precision_arguments(parser)
     parser.add_argument("--num-classes", type=int, default=None, help="fail unless the checkpoint has this many")
-    parser.add_argument("--classes", default=None, help="comma-separated class names the checkpoint must have")
+    parser.add_argument(
+        "--classes", dest="class_names", default=None, help="comma-separated class names the checkpoint must have"
+    )
     parser.add_argument("--encoder", default=None, help="fail unless the checkpoint was built on this encoder")
     add_inference_arguments(parser)
 
 
+def build_predictor(args: argparse.Namespace) -> Any:
+    """The :class:`zoo.Predictor` the arguments describe: an ONNX file alone implies ONNX Runtime, any precision
+    but fp32 implies the fast path; the checkpoint's classes and encoder are checked against what was asked."""
+    from zoo.checkpoint import read_checkpoint
+    from zoo.cli.options import inference_options
+    from zoo.infer.predictor import Predictor, check_expected
+    from zoo.infer.tta import DEEPLAB_SCALES
+
+    options = inference_options(args, DEEPLAB_SCALES)
+    backend = args.backend or ("onnx" if args.onnx else "torch")
+    if backend == "onnx":
+        if args.onnx is None:
+            raise ValueError("--backend onnx needs --onnx FILE")
+        if args.fast or args.precision != "fp32":
+            raise ValueError("--fast and --precision run a checkpoint; an --onnx file runs as it was exported")
+        meta = read_checkpoint(args.checkpoint)["zoo"] if args.checkpoint else None
+        predictor = Predictor.from_onnx(args.onnx, args.device, meta=meta, **options)
+        source = args.onnx
+    else:
+        if args.checkpoint is None:
+            raise ValueError("give --checkpoint FILE (or --onnx FILE)")
+        if args.onnx is not None:
+            raise ValueError("--onnx FILE runs with ONNX Runtime: drop --backend torch")
+        predictor = Predictor.from_checkpoint(
+            args.checkpoint,
+            args.device,
+            fast=args.fast,
+            precision=args.precision,
+            calibration=args.calibration,
+            **options,
+        )
+        source = args.checkpoint
+    classes = [c.strip() for c in args.class_names.split(",")] if args.class_names else None
+    check_expected(predictor, source, num_classes=args.num_classes, class_names=classes, encoder=args.encoder)
+    return predictor
+
+
 def _vis(image: Any, mask: Any, palette: Any, class_names: list[str], args: argparse.Namespace) -> Any:
     """The vis/ picture: the overlay (beside the image with --side-by-side), above a legend unless --no-legend."""
+    from zoo.viz import panels
+
     return panels(
-        image, [mask], class_names, palette, opacity=args.opacity, with_image=args.side_by_side, legend=args.legend
+        image,
+        [mask],
+        class_names,
+        palette,
+        opacity=args.opacity,
+        with_image=args.side_by_side,
+        legend=args.legend,
+        min_height=0,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``zoo predict``; returns the exit code (0 ok, 1 some images failed, 2 bad arguments)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from zoo.data.io import read_image, write_image, write_mask
+
     if not 0.0 <= args.opacity <= 1.0:
         raise ValueError(f"--opacity must be in [0, 1], got {args.opacity}")
-    options = inference_options(args)
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    predictor = Predictor.from_checkpoint(
-        args.checkpoint,
-        args.device,
-        backend=args.backend,
-        onnx=args.onnx,
-        fast=args.fast,
-        precision=args.precision,
-        calibration=args.calibration,
-        num_classes=args.num_classes,
-        class_names=classes,
-        encoder=args.encoder,
-        **options,
-    )
+    predictor = build_predictor(args)
     palette = resolve_palette(args.palette, predictor.num_classes, predictor.palette)
     paths = find_images(args.input)
     names = output_names(paths)

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.data.files import SegmentationFiles, read_lines, require_dir, resolve_classes
-from zoo.data.io import IGNORE_INDEX
-
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from zoo.data.io import IGNORE_INDEX, IMAGE_SUFFIXES
 
 
 def _images_by_stem(folder: Path, suffix: str | None = None) -> dict[str, Path]:

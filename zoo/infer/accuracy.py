@@ -8,7 +8,8 @@ than as a silent loss of accuracy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 
 from zoo.data.io import IGNORE_INDEX
-from zoo.infer.quantize import calibrate, dynamic_graph, image_tensor, range_table
+from zoo.errors import ArgumentError
+from zoo.infer.quantize import RangeCollector, dynamic_graph, image_tensor, range_table
 from zoo.metrics import confusion_matrix_metric, scores_from_confusion
 
 MIN_CALIBRATION_IMAGES = 16
@@ -93,23 +95,48 @@ def range_overshoots(calibrated: Ranges, seen: Ranges) -> dict[str, float]:
     return out
 
 
-def _range_check(report: QuantizationReport, fast: Any, batches: list[torch.Tensor]) -> None:
-    """Compare the activation ranges of the report's images with the calibrated ones (int8 fast paths only)."""
-    calibrated = getattr(fast, "calibration_ranges", None)
-    folded = getattr(fast, "folded_model", None)
-    if not calibrated or folded is None:
+class _Ranges:
+    """The activation ranges of the report's images, collected as they stream by (int8 fast paths only)."""
+
+    def __init__(self, fast: Any, enabled: bool) -> None:
+        self.calibrated = getattr(fast, "calibration_ranges", None) if enabled else None
+        folded = getattr(fast, "folded_model", None)
+        self.collector = RangeCollector(dynamic_graph(folded)) if self.calibrated and folded is not None else None
+
+    def add(self, x: torch.Tensor) -> None:
+        if self.collector is not None:
+            self.collector.add(x)
+
+    def judge(self, report: QuantizationReport) -> None:
+        """Compare the ranges seen with the calibrated ones; a warning when many tensors leave theirs."""
+        if self.collector is None:
+            return
+        overshoots = range_overshoots(self.calibrated, range_table(self.collector.ranges()))
+        if not overshoots:
+            return
+        report.range_coverage = sum(v <= RANGE_SLACK for v in overshoots.values()) / len(overshoots)
+        report.worst_tensors = sorted(overshoots.items(), key=lambda kv: -kv[1])[:5]
+        if report.range_coverage < MIN_RANGE_COVERAGE:
+            share = 100 * (1 - report.range_coverage)
+            report.warnings.append(
+                f"{share:.0f}% of the quantized tensors leave their calibrated range on these images: "
+                "the calibration images are unlike these (calibrate on images like the data)"
+            )
+
+
+_NO_MASK = object()
+
+
+def _pairs(images: Iterable[Any], masks: Iterable[np.ndarray] | None) -> Iterator[tuple[Any, Any]]:
+    """(image, mask or None) pairs, one at a time; a count mismatch is an error once it shows."""
+    if masks is None:
+        yield from ((image, None) for image in images)
         return
-    overshoots = range_overshoots(calibrated, range_table(calibrate(dynamic_graph(folded), batches)))
-    if not overshoots:
-        return
-    report.range_coverage = sum(v <= RANGE_SLACK for v in overshoots.values()) / len(overshoots)
-    report.worst_tensors = sorted(overshoots.items(), key=lambda kv: -kv[1])[:5]
-    if report.range_coverage < MIN_RANGE_COVERAGE:
-        share = 100 * (1 - report.range_coverage)
-        report.warnings.append(
-            f"{share:.0f}% of the quantized tensors leave their calibrated range on these images: "
-            "the calibration images are unlike these (calibrate on images like the data)"
-        )
+    count = 0
+    for count, (image, mask) in enumerate(itertools.zip_longest(images, masks, fillvalue=_NO_MASK), 1):
+        if image is _NO_MASK or mask is _NO_MASK:
+            raise ArgumentError("masks", f"one mask per image: the counts differ from item {count} on")
+        yield image, mask
 
 
 def quantization_report(
@@ -123,6 +150,9 @@ def quantization_report(
 ) -> QuantizationReport:
     """Pixel agreement of a lower-precision model with the fp32 model, and the mIoU of both where masks are given.
 
+    The images (and masks) are read one at a time as the iterables yield them, so a generator over a dataset's
+    split keeps memory independent of the split's size.
+
     Args:
         model: the fp32 model (any callable from ``N×3×H×W`` RGB in 0..1 to logits).
         fast: the lower-precision model (an :class:`~zoo.infer.optimize.OptimizedModel`, or any such callable).
@@ -130,42 +160,52 @@ def quantization_report(
         masks: the ground truth of each image (``H×W`` class indices, 255 = ignore), or None.
         num_classes: classes for the mIoU (default: the logits' channel count).
         check_ranges: for an int8 model, also compare the activation ranges of these images with the calibrated
-            ones (one more pass of the fp32 graph over the images).
+            ones (one more pass of the fp32 graph over each image, as it streams by).
 
     Raises:
-        ValueError: no images, a mask that differs in size from its image, or fewer masks than images.
+        ArgumentError: no images, or not one mask per image.
+        ValueError: a mask that differs in size from its image.
     """
-    batches = [image_tensor(image) for image in images]
-    if not batches:
-        raise ValueError("quantization_report needs at least one image")
-    mask_list = None if masks is None else [np.asarray(m) for m in masks]
-    if mask_list is not None and len(mask_list) != len(batches):
-        raise ValueError(f"{len(batches)} images but {len(mask_list)} masks")
-    agree = total = 0
+    return _report(model, fast, _pairs(images, masks), num_classes, check_ranges)
+
+
+def _report(
+    model: Any, fast: Any, pairs: Iterable[tuple[Any, Any]], num_classes: int | None, check_ranges: bool
+) -> QuantizationReport:
+    """:func:`quantization_report` over (image, mask or None) pairs, one at a time."""
+    ranges = _Ranges(fast, check_ranges)
+    agree = total = count = 0
     worst = 1.0
     metrics: list[Any] = []
-    for index, x in enumerate(batches):
+    for image, mask in pairs:
+        x = image_tensor(image)
         with torch.inference_mode():
             logits = model(x)
         reference, quantized = logits.argmax(1).cpu(), _predictions(fast, x)
         same = int((reference == quantized).sum())
-        agree, total = agree + same, total + reference.numel()
+        agree, total, count = agree + same, total + reference.numel(), count + 1
         worst = min(worst, same / reference.numel())
-        if mask_list is not None:
-            mask = torch.from_numpy(mask_list[index].astype(np.int64)).reshape(reference.shape)
+        if mask is not None:
+            target = np.asarray(mask)
+            if target.size != reference.numel():
+                raise ValueError(f"mask {count} has shape {target.shape}, its image {tuple(reference.shape[-2:])}")
+            target = torch.from_numpy(target.astype(np.int64)).reshape(reference.shape)
             if not metrics:
                 classes = num_classes or int(logits.shape[1])
                 metrics = [confusion_matrix_metric(classes, IGNORE_INDEX) for _ in range(2)]
-            metrics[0].update(reference, mask)
-            metrics[1].update(quantized, mask)
-    report = QuantizationReport(len(batches), total, agree / total, worst)
+            metrics[0].update(reference, target)
+            metrics[1].update(quantized, target)
+        ranges.add(x)
+    if not count:
+        raise ArgumentError("images", "quantization_report needs at least one image")
+    report = QuantizationReport(count, total, agree / total, worst)
     if metrics:
         report.miou_reference, report.miou_quantized = (scores_from_confusion(m.compute()).miou for m in metrics)
-    _judge(report, fast, batches, check_ranges)
+    _judge(report, fast, ranges)
     return report
 
 
-def _judge(report: QuantizationReport, fast: Any, batches: list[torch.Tensor], check_ranges: bool) -> None:
+def _judge(report: QuantizationReport, fast: Any, ranges: _Ranges) -> None:
     """Fill the calibration fields and the warnings."""
     report.calibration_images = getattr(fast, "calibration_images", None)
     if report.calibration_images is not None and report.calibration_images < MIN_CALIBRATION_IMAGES:
@@ -173,8 +213,7 @@ def _judge(report: QuantizationReport, fast: Any, batches: list[torch.Tensor], c
             f"calibrated on only {report.calibration_images} images (fewer than {MIN_CALIBRATION_IMAGES}): "
             "ranges from so few images may not cover the data"
         )
-    if check_ranges:
-        _range_check(report, fast, batches)
+    ranges.judge(report)
     if report.pixel_agreement < 0.99:
         report.warnings.append(f"pixel agreement with fp32 is {100 * report.pixel_agreement:.2f}%, below 99%")
     if report.miou_reference is not None and report.miou_reference - report.miou_quantized > 0.01:
@@ -184,22 +223,22 @@ def _judge(report: QuantizationReport, fast: Any, batches: list[torch.Tensor], c
 
 def predictor_report(predictor: Any, dataset: Any) -> QuantizationReport:
     """:func:`quantization_report` of a fast-path predictor (``Predictor.from_checkpoint(..., fast=True)``) on a
-    dataset whose items are ``dict(image=H×W×3 uint8, mask=H×W)``, at one scale without flip.
+    dataset whose items are ``dict(image=H×W×3 uint8, mask=H×W)``, at one scale without flip; the items are read
+    one at a time.
 
     Raises:
         ValueError: the predictor has no fast path, or the dataset is empty.
     """
     lazy = predictor.model
     if not hasattr(lazy, "optimized"):
-        raise ValueError("the predictor has no fast path (Predictor.from_checkpoint(..., fast=True))")
-    items = [dataset[index] for index in range(len(dataset))]
-    if not items:
-        raise ValueError("the dataset is empty")
-    images = [item["image"] for item in items]
+        raise ArgumentError("predictor", "has no fast path (Predictor.from_checkpoint(..., fast=True))")
+    if len(dataset) == 0:
+        raise ArgumentError("dataset", "is empty")
     if lazy.optimized is None:
-        lazy(image_tensor(images[0]).to(predictor.device))
-    masks = [np.asarray(item["mask"]) for item in items]
-    return quantization_report(lazy.model, lazy.optimized, images, masks, num_classes=predictor.num_classes)
+        lazy(image_tensor(dataset[0]["image"]).to(predictor.device))
+    items = (dataset[index] for index in range(len(dataset)))
+    pairs = ((item["image"], item["mask"]) for item in items)
+    return _report(lazy.model, lazy.optimized, pairs, predictor.num_classes, check_ranges=True)
 
 
 __all__ = ["QuantizationReport", "predictor_report", "quantization_report", "range_overshoots"]

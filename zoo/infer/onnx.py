@@ -13,7 +13,7 @@ logits at other sizes). After export the file is run by ONNX Runtime at two size
 PyTorch model.
 
 The model description (:func:`zoo.checkpoint.model_meta`: build arguments, class names, palette, mean/std) is
-stored as JSON in the ONNX file's metadata under the key ``"zoo"``, so ``zoo predict --backend onnx`` needs
+stored as JSON in the ONNX file's metadata under the key ``"zoo"``, so ``zoo predict --onnx FILE`` needs
 no checkpoint.
 """
 
@@ -30,7 +30,8 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from zoo.checkpoint import model_meta
+from zoo.checkpoint import model_meta, non_finite_tensors
+from zoo.errors import ArgumentError
 from zoo.models import SegmentationModel
 
 META_KEY = "zoo"
@@ -197,7 +198,7 @@ def ort_session(model: bytes, *, num_threads: int | None = None, device: str = "
     providers = ["CPUExecutionProvider"]
     if str(device).startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ValueError("--device cuda with --backend onnx needs onnxruntime's CUDAExecutionProvider")
+            raise ArgumentError("device", "'cuda' with an ONNX model needs onnxruntime's CUDAExecutionProvider")
         providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -211,10 +212,10 @@ def ort_session(model: bytes, *, num_threads: int | None = None, device: str = "
 @torch.no_grad()
 def _check_finite(model: nn.Module, x: torch.Tensor) -> None:
     """Raise ValueError if the model's weights or its logits for ``x`` hold NaN or infinity (nothing is exported)."""
-    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+    bad = non_finite_tensors(model.state_dict())
     if bad:
         raise ValueError(f"non-finite weights (NaN or infinity) in {', '.join(bad[:3])}: not exported")
-    if not model(x).isfinite().all():
+    if non_finite_tensors([("logits", model(x))]):
         raise ValueError("the model's logits hold NaN or infinity: not exported")
 
 

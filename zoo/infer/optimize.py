@@ -34,17 +34,15 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from torch.utils import _pytree as pytree
-from torch.utils.benchmark import Timer
 
 from zoo.infer.fold import count_batchnorms, fold_batchnorm
 from zoo.infer.onnx import onnx_bytes, ort_session
-from zoo.infer.quantize import Calibration, QuantizedRunner, calibration_batches, check_cpu_precision
+from zoo.infer.precision import check_precision
+from zoo.infer.quantize import Calibration, QuantizedRunner, calibration_batches
 
 Backend = Literal["auto", "onnxruntime", "compile", "eager"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
-BACKENDS = ("auto", "onnxruntime", "compile", "eager")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # torch.autocast dtypes
-PRECISION_NAMES = (*PRECISIONS, "int8")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -221,13 +219,18 @@ def _median_ms(fn: Callable[[], Any], warmup: int, trials: int) -> float:
     """Median of ``trials`` single runs of ``fn`` in ms (``torch.utils.benchmark.Timer`` synchronises CUDA)."""
     for _ in range(warmup):
         fn()
+    from torch.utils.benchmark import Timer  # heavy (imports setuptools): only when candidates are timed
+
     timer = Timer(stmt="fn()", globals={"fn": fn})
     return statistics.median(timer.timeit(1).mean for _ in range(trials)) * 1e3
 
 
-def _candidates(backend: str, device: torch.device, channels_last: bool | None) -> list[str]:
+def _candidates(backend: str, device: torch.device, channels_last: bool | None, precision: str) -> list[str]:
+    if precision == "int8":
+        return ["onnxruntime"]
     if backend == "auto":
-        names = ["onnxruntime", "eager"] if device.type == "cpu" else ["compile", "eager"]
+        cpu = ["onnxruntime", "eager"] if precision == "fp32" else ["eager"]  # ONNX Runtime runs fp32 and int8 only
+        names = cpu if device.type == "cpu" else ["compile", "eager"]
     else:
         names = [backend]
     if "eager" in names and (channels_last or (channels_last is None and device.type == "cuda")):
@@ -252,27 +255,12 @@ def _build_runner(
     if name == "onnxruntime" and precision == "int8":
         return QuantizedRunner(model, example_input, calibration, num_threads=num_threads, reduce_range=reduce_range)
     if name == "onnxruntime":
-        if device.type != "cpu" or precision != "fp32":
-            raise ValueError("backend 'onnxruntime' runs fp32 (or int8) on the CPU only")
         return OnnxRuntimeRunner(model, example_input, num_threads=num_threads)
     use_cl = name == "eager+channels_last" or (name == "compile" and bool(channels_last or device.type == "cuda"))
     module = model.to(memory_format=torch.channels_last) if use_cl else model
     if name == "compile":
         module = torch.compile(module, mode=compile_mode)
     return _TorchRunner(module, device, precision, use_cl)
-
-
-def _check_precision(precision: str, backend: str, device: torch.device, calibration: Calibration | None) -> None:
-    """Raise for a precision this back-end, device or CPU cannot run (before any work)."""
-    if precision not in PRECISION_NAMES:
-        raise ValueError(f"precision must be one of {PRECISION_NAMES}, got {precision!r}")
-    if precision == "int8":
-        if device.type != "cpu" or backend not in ("auto", "onnxruntime"):
-            raise ValueError("precision 'int8' runs on the CPU with ONNX Runtime (backend 'auto' or 'onnxruntime')")
-        if calibration is None:
-            raise ValueError("precision 'int8' needs calibration data: images like the data (--calibration DIR)")
-    if device.type == "cpu":
-        check_cpu_precision(precision)
 
 
 def optimize_for_inference(
@@ -317,16 +305,15 @@ def optimize_for_inference(
         trials: timed runs per candidate ("auto" only).
 
     Raises:
-        ValueError: for an unknown backend or precision, a precision this CPU has no instructions for, int8
-            without calibration data or off the CPU, or when the requested back-end's outputs differ from the
+        ArgumentError: (a ValueError) for an unknown backend or precision, a precision this CPU has no instructions
+            for, int8 without calibration data or off the CPU (:func:`zoo.infer.precision.check_precision`).
+        ValueError: when the requested back-end's outputs differ from the
             model's by more than ``tolerance`` (with "auto" such candidates are skipped).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not isinstance(example_input, torch.Tensor):
         raise TypeError(f"example_input must be a tensor, got {type(example_input).__name__}")
     device = example_input.device
-    _check_precision(precision, backend, device, calibration)
+    check_precision(precision, device=device, backend=backend, calibration=calibration)
     if precision == "int8":
         calibration = calibration_batches(calibration)  # reads and checks the images before any work
     strict = backend != "auto" or precision == "int8"  # int8 has one candidate: its errors are the caller's
@@ -343,7 +330,7 @@ def optimize_for_inference(
     if precision == "int8":
         limit = tolerance if tolerance is not None else float("inf")
 
-    names = ["onnxruntime"] if precision == "int8" else _candidates(backend, device, channels_last)
+    names = _candidates(backend, device, channels_last, precision)
     runners: dict[str, Callable] = {}
     timings: dict[str, float] = {}
     diffs: dict[str, float] = {}

@@ -1,37 +1,47 @@
-"""Prediction on images: :class:`Predictor` turns uint8 RGB images into class-index masks.
+"""Prediction on images: :class:`Predictor` turns RGB images into class-index masks.
 
-A predictor wraps a model (a :class:`~zoo.models.SegmentationModel`, an ONNX Runtime session or the fast path)
-that maps RGB images in 0..1 to logits, with DeepLab's test-time options (scales, flip, sliding window).
+A predictor is composed, as Detectron2's ``DefaultPredictor`` is: a model (a :class:`~zoo.models.SegmentationModel`,
+its fast path, an ONNX Runtime session: any callable from RGB batches in 0..1 to logits) and the test-time options
+(scales, flip, sliding window, padding). ``from_checkpoint`` and ``from_onnx`` build the model from a file and hand
+it in; everything else is the caller's to compose. Images larger than ``max_pixels`` run in tiles by themselves,
+so memory stays bounded whatever the photograph's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from zoo.checkpoint import load_model, read_checkpoint
-from zoo.data.io import to_rgb_uint8
+from zoo.checkpoint import load_checkpoint
+from zoo.data.io import image_files, to_rgb_uint8
+from zoo.errors import ArgumentError
+from zoo.infer.device import resolve_device
 from zoo.infer.onnx import OnnxModel
-from zoo.infer.optimize import PRECISION_NAMES, optimize_for_inference
-from zoo.infer.quantize import Calibration, check_cpu_precision, image_files
+from zoo.infer.optimize import optimize_for_inference
+from zoo.infer.precision import check_precision
+from zoo.infer.quantize import Calibration
 from zoo.infer.tta import DEEPLAB_TF_EVAL_CROP, Slide, infer_logits, pad_to_size
+
+MAX_PIXELS = 2048 * 2048
+TILE = 1024
+TILE_MARGIN = 128
 
 
 class Predictor:
-    """Runs a segmentation model on uint8 RGB images and returns class-index masks.
+    """Runs a segmentation model on RGB images and returns class-index masks.
 
     Args:
         model: a :class:`~zoo.models.SegmentationModel` or any callable mapping ``N×3×H×W`` RGB tensors in 0..1
-            to logits ``N×C×H×W`` (e.g. :class:`zoo.infer.onnx.OnnxModel`).
+            to logits ``N×C×H×W`` (e.g. :class:`zoo.infer.onnx.OnnxModel`, :func:`zoo.optimize_for_inference`'s).
         num_classes: number of classes the model predicts.
         class_names: optional class names.
         palette: optional colour per class.
         device: where the input tensors go ("cpu", "cuda").
-        scales: test-time scales (see :func:`zoo.inference.infer_logits`).
+        scales: test-time scales (see :func:`zoo.infer.tta.infer_logits`).
         flip: average with the mirrored image.
         slide: ``((crop_h, crop_w), (stride_h, stride_w))`` sliding-window inference, or None.
         batch_size: most images or windows per model call (None: all at once).
@@ -40,6 +50,12 @@ class Predictor:
             runs the image as it is.
         pad_value: RGB fill colour of the padding, 0..1 scale (default: the model's ``mean``, which normalises
             to zero, as DeepLab pads with its mean pixel).
+        max_pixels: an image with more pixels (and no ``slide``/``pad_to``) runs in ``tile``-pixel tiles that
+            overlap by ``tile_margin`` on each side, each tile's centre kept: memory stays that of one tile. None:
+            never tile.
+        tile: the side of a tile.
+        tile_margin: the context each tile sees beyond the part of it that is kept.
+        meta: the model's description (``checkpoint["zoo"]``), kept for the caller.
     """
 
     def __init__(
@@ -56,6 +72,10 @@ class Predictor:
         batch_size: int | None = None,
         pad_to: tuple[int, int] | None = None,
         pad_value: Sequence[float] | None = None,
+        max_pixels: int | None = MAX_PIXELS,
+        tile: int = TILE,
+        tile_margin: int = TILE_MARGIN,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.num_classes = int(num_classes)
@@ -68,96 +88,114 @@ class Predictor:
         self.batch_size = batch_size
         self.pad_to = None if pad_to is None else (int(pad_to[0]), int(pad_to[1]))
         if self.pad_to is not None and min(self.pad_to) < 1:
-            raise ValueError(f"pad_to must be two positive sizes, got {pad_to!r}")
+            raise ArgumentError("pad_to", f"must be two positive sizes, got {pad_to!r}")
         pad_value = pad_value if pad_value is not None else getattr(model, "mean", None)
         if self.pad_to is not None and pad_value is None:
-            raise ValueError("pad_to needs pad_value: the model has no mean colour to pad with")
+            raise ArgumentError("pad_value", "needed with pad_to: the model has no mean colour to pad with")
         self.pad_value = None if pad_value is None else tuple(float(v) for v in pad_value)
+        if tile < 1 or tile_margin < 0:
+            raise ArgumentError("tile", f"needs tile >= 1 and tile_margin >= 0, got {tile} and {tile_margin}")
+        self.max_pixels, self.tile, self.tile_margin = max_pixels, int(tile), int(tile_margin)
+        self.meta = meta
 
     @classmethod
     def from_checkpoint(
         cls,
-        path: str | Path | None,
+        path: str | Path,
         device: str | torch.device = "cpu",
         *,
-        backend: str = "torch",
-        onnx: str | Path | None = None,
         fast: bool = False,
         precision: str = "fp32",
         calibration: Calibration | None = None,
-        num_classes: int | None = None,
-        class_names: Sequence[str] | None = None,
-        encoder: str | None = None,
         pad_to: tuple[int, int] | str | None = None,
         **options: Any,
     ) -> Predictor:
-        """A predictor for a ``zoo.save_model`` file or a training (Lightning) checkpoint.
+        """A predictor for a ``zoo.save_model`` file or a training (Lightning) checkpoint, read once.
 
         Args:
-            path: the checkpoint (may be None with ``backend="onnx"`` when the ONNX file holds the description).
-            device: "cpu" or "cuda".
-            backend: "torch", or "onnx" to run ``onnx`` (a file from ``zoo export``) with ONNX Runtime.
-            onnx: the ONNX file for ``backend="onnx"``.
-            fast: run the model through :func:`zoo.optimize_for_inference` (torch backend).
-            precision: the fast path's precision: "fp32", "bf16", "fp16" or "int8" (CPU, with ``calibration``).
+            path: the checkpoint.
+            device: "cpu", "cuda" or "cuda:N".
+            fast: run the model through :func:`zoo.optimize_for_inference` (built on the first image).
+            precision: "fp32", "bf16", "fp16" or "int8"; any but fp32 runs on the fast path (implies ``fast``);
+                int8 runs on the CPU with ``calibration`` (:func:`zoo.infer.precision.check_precision`).
             calibration: int8: a folder of images like the data, or an iterable of batches of RGB in 0..1.
-            num_classes: the number of classes expected; a checkpoint with another number is an error.
-            class_names: the class names expected; a checkpoint with other names is an error.
-            encoder: the encoder name expected; a checkpoint built on another encoder is an error.
-            pad_to: ``(height, width)`` to pad every image to (see :class:`Predictor`; the fill colour is the
-                checkpoint's ``mean``), or a dataset name for DeepLab's evaluation protocol there: a converted TF
-                DeepLab model (``semantics="deeplab-tf"``) is padded to TF DeepLab's eval crop of that dataset
-                (:func:`deeplab_eval_crop`), any other model not at all.
-            **options: ``scales``, ``flip``, ``slide``, ``batch_size`` (see :class:`Predictor`).
+            pad_to: ``(height, width)`` to pad every image to, or a dataset name for DeepLab's evaluation
+                protocol there (see :meth:`with_meta`).
+            **options: the other arguments of :class:`Predictor` (``scales``, ``flip``, ``slide``, ...).
 
         Raises:
             FileNotFoundError: a missing file.
-            ValueError: the checkpoint does not fit the expectations or its weights do not load.
+            ArgumentError: a device, precision or calibration that cannot run here (before the file is read).
+            ValueError: a file that is not a zoo checkpoint, or weights that do not load.
         """
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: CUDA is not available on this machine")
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-        if backend == "onnx":
-            if onnx is None:
-                raise ValueError("--backend onnx needs --onnx FILE")
-            model: Any = OnnxModel(onnx, device=str(device))
-            meta = read_checkpoint(path)["zoo"] if path is not None else model.meta
-            if meta is None:
-                raise ValueError(f"{onnx} holds no zoo model description: pass --checkpoint too")
-            source = path if path is not None else onnx
-        else:
-            if path is None:
-                raise ValueError("a checkpoint is needed (--checkpoint)")
-            meta = read_checkpoint(path)["zoo"]
-            source = path
-        _check_expected(meta, source, num_classes, class_names, encoder)
-        _check_precision(precision, calibration, fast and backend == "torch", device)
-        if backend == "torch":
-            model = load_model(path, map_location=device)
-            if fast:
-                model = _LazyOptimized(model, precision=precision, calibration=calibration)
+        device = resolve_device(device)
+        check_precision(precision, device=device, calibration=calibration)
+        model, meta = load_checkpoint(path, map_location=device)
+        if fast or precision != "fp32":
+            model = LazyOptimized(model, precision=precision, calibration=calibration)
+        return cls.with_meta(model, meta, device=device, pad_to=pad_to, **options)
+
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        meta: dict[str, Any] | None = None,
+        pad_to: tuple[int, int] | str | None = None,
+        **options: Any,
+    ) -> Predictor:
+        """A predictor that runs an ONNX file (``zoo export``'s, fp32 or int8) with ONNX Runtime.
+
+        Args:
+            path: the ``.onnx`` file.
+            device: "cpu", or "cuda" with onnxruntime's CUDA execution provider.
+            meta: the model description (``checkpoint["zoo"]``); default: the one stored in the file.
+            pad_to: see :meth:`with_meta`.
+            **options: the other arguments of :class:`Predictor`.
+        """
+        device = resolve_device(device)
+        model = OnnxModel(path, device=str(device))
+        meta = meta if meta is not None else model.meta
+        if meta is None:
+            raise ArgumentError("meta", f"{path} holds no zoo model description: give its checkpoint's ('zoo' key)")
+        return cls.with_meta(model, meta, device=device, pad_to=pad_to, **options)
+
+    @classmethod
+    def with_meta(
+        cls, model: Callable, meta: dict[str, Any], *, pad_to: tuple[int, int] | str | None = None, **options: Any
+    ) -> Predictor:
+        """A predictor for ``model`` with the classes, palette and mean colour of its description ``meta``.
+
+        Args:
+            model: the model (any callable from RGB batches in 0..1 to logits).
+            meta: ``checkpoint["zoo"]`` (:func:`zoo.checkpoint.model_meta`).
+            pad_to: ``(height, width)``, or a dataset name: a converted TF DeepLab model (``semantics="deeplab-tf"``)
+                is padded to TF DeepLab's eval crop of that dataset (:func:`deeplab_eval_crop`), any other model
+                not at all.
+            **options: the other arguments of :class:`Predictor`.
+        """
+        args = meta["build_args"]
         if isinstance(pad_to, str):
-            pad_to = deeplab_eval_crop(meta["build_args"], pad_to)
+            pad_to = deeplab_eval_crop(args, pad_to)
         return cls(
             model,
-            num_classes=int(meta["build_args"]["num_classes"]),
+            num_classes=int(args["num_classes"]),
             class_names=meta.get("class_names"),
             palette=meta.get("palette"),
-            device=device,
             pad_to=pad_to,
-            pad_value=meta["build_args"].get("mean"),
+            pad_value=args.get("mean"),
+            meta=meta,
             **options,
         )
 
     def _tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        batch = np.stack([to_rgb_uint8(image) for image in images])
+        batch = np.stack(images)
         return torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255)
 
     def logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """Averaged logits ``N×C×H×W`` of images of one size (``H×W×3`` uint8 RGB)."""
-        x = self._tensor(images)
+        """Averaged logits ``N×C×H×W`` of images of one size (``H×W×3`` uint8 RGB), never tiled."""
+        x = self._tensor([to_rgb_uint8(image, "images") for image in images])
         height, width = x.shape[-2:]
         if self.pad_to is not None:
             x = pad_to_size(x, self.pad_to, self.pad_value)
@@ -167,29 +205,69 @@ class Predictor:
         return logits[..., :height, :width]
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """The ``H×W`` class-index mask (uint8, or int32 above 256 classes) of an ``H×W×3`` uint8 RGB image."""
-        return self.predict_batch([image])[0]
-
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Masks of several images; images of the same size run as one batch.
+        """The ``H×W`` class-index mask (uint8, or int32 above 256 classes) of an image.
 
         Args:
-            images: ``H×W×3`` uint8 RGB arrays (gray, RGBA and 16-bit are converted).
+            image: ``H×W×3`` RGB, uint8 (0..255) or float (0..1); gray, RGBA and 16-bit are converted. A float
+                image in 0..255 is refused (divide it by 255), never clipped.
         """
-        images = [to_rgb_uint8(image) for image in images]
+        return self._predict([to_rgb_uint8(image, "image")])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Masks of several images (see :meth:`predict`); images of the same size run as one batch."""
+        return self._predict([to_rgb_uint8(image, "images") for image in images])
+
+    def _predict(self, images: list[np.ndarray]) -> list[np.ndarray]:
         masks: list[np.ndarray | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
             groups.setdefault(image.shape[:2], []).append(index)
-        dtype = np.uint8 if self.num_classes <= 256 else np.int32
-        for indices in groups.values():
-            predicted = self.logits([images[i] for i in indices]).argmax(1).cpu().numpy().astype(dtype)
+        for (height, width), indices in groups.items():
+            if self._tiled(height, width):
+                for i in indices:
+                    masks[i] = self._predict_tiled(images[i])
+                continue
+            predicted = self._argmax(self.logits([images[i] for i in indices]))
             for i, mask in zip(indices, predicted, strict=True):
                 masks[i] = mask
         return masks  # type: ignore[return-value]
 
+    def _argmax(self, logits: torch.Tensor) -> np.ndarray:
+        return logits.argmax(1).cpu().numpy().astype(np.uint8 if self.num_classes <= 256 else np.int32)
 
-class _LazyOptimized:
+    def _tiled(self, height: int, width: int) -> bool:
+        no_layout = self.slide is None and self.pad_to is None
+        return no_layout and self.max_pixels is not None and height * width > self.max_pixels
+
+    def _predict_tiled(self, image: np.ndarray) -> np.ndarray:
+        """The mask of a large image, tile by tile: each tile runs with its margin, its centre is kept."""
+        height, width = image.shape[:2]
+        mask = np.zeros((height, width), np.uint8 if self.num_classes <= 256 else np.int32)
+        for (top, bottom, left, right), (y0, y1, x0, x1) in tiles(height, width, self.tile, self.tile_margin):
+            logits = self.logits([image[y0:y1, x0:x1]])
+            mask[top:bottom, left:right] = self._argmax(logits[..., top - y0 : bottom - y0, left - x0 : right - x0])[0]
+        return mask
+
+
+def tiles(height: int, width: int, tile: int, margin: int) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``(kept box, read box)`` pairs, each ``(top, bottom, left, right)``, that cover an image in tiles.
+
+    The kept boxes partition the image into ``tile``×``tile`` blocks; each read box is its kept box grown by
+    ``margin`` on every side (within the image), so every kept pixel sees at least ``margin`` pixels of context.
+    """
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            read = (
+                max(top - margin, 0),
+                min(bottom + margin, height),
+                max(left - margin, 0),
+                min(right + margin, width),
+            )
+            yield (top, bottom, left, right), read
+
+
+class LazyOptimized:
     """Calls :func:`zoo.optimize_for_inference` on the first input it sees, then runs the optimised model.
 
     Args:
@@ -199,6 +277,8 @@ class _LazyOptimized:
     """
 
     def __init__(self, model: torch.nn.Module, *, precision: str = "fp32", calibration: Calibration | None = None):
+        if isinstance(calibration, (str, Path)):
+            image_files(calibration, what="calibration folder")  # no images: an error now, not at the first image
         self.model = model
         self.precision = precision
         self.calibration = calibration
@@ -225,45 +305,37 @@ def deeplab_eval_crop(build_args: dict[str, Any], dataset: str) -> tuple[int, in
     return DEEPLAB_TF_EVAL_CROP.get(dataset)
 
 
-def _check_precision(precision: str, calibration: Calibration | None, fast: bool, device: torch.device) -> None:
-    """Raise before any work for a precision that cannot run: no fast path, no calibration data, no CPU support."""
-    if precision not in PRECISION_NAMES:
-        raise ValueError(f"precision must be one of {PRECISION_NAMES}, got {precision!r}")
-    if precision == "fp32":
-        return
-    if not fast:
-        raise ValueError(f"--precision {precision} runs on the fast path: add --fast (with the torch backend)")
-    if precision == "int8" and calibration is None:
-        raise ValueError("--precision int8 needs --calibration DIR: a folder of images like the data")
-    if isinstance(calibration, (str, Path)):
-        image_files(calibration)
-    if device.type == "cpu":
-        check_cpu_precision(precision)
-
-
-def _check_expected(
-    meta: dict[str, Any],
+def check_expected(
+    predictor: Predictor,
     source: str | Path,
-    num_classes: int | None,
-    class_names: Sequence[str] | None,
-    encoder: str | None,
+    *,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    encoder: str | None = None,
 ) -> None:
-    """Raise a ValueError naming what was expected and what the checkpoint holds."""
-    args = meta["build_args"]
-    found_classes = int(args["num_classes"])
-    names = meta.get("class_names")
-    if num_classes is not None and num_classes != found_classes:
-        raise ValueError(f"{source} predicts {found_classes} classes, expected {num_classes} (--num-classes)")
+    """Raise an :class:`~zoo.errors.ArgumentError` naming what was expected and what ``source``'s model holds.
+
+    Args:
+        predictor: the predictor built from ``source``.
+        source: the file, for the message.
+        num_classes: the number of classes expected.
+        class_names: the class names expected.
+        encoder: the encoder name expected.
+    """
+    found, names = predictor.num_classes, predictor.class_names
+    if num_classes is not None and num_classes != found:
+        raise ArgumentError("num_classes", f"{source} predicts {found} classes, expected {num_classes}")
     if class_names is not None:
         expected = [str(c) for c in class_names]
-        if len(expected) != found_classes:
-            raise ValueError(
-                f"{source} predicts {found_classes} classes, expected {len(expected)} (--classes {','.join(expected)})"
+        if len(expected) != found:
+            raise ArgumentError(
+                "class_names", f"{source} predicts {found} classes, expected {len(expected)}: {expected}"
             )
         if names is not None and list(names) != expected:
-            raise ValueError(f"{source} has classes {list(names)}, expected {expected} (--classes)")
-    if encoder is not None and args["encoder"] != encoder:
-        raise ValueError(f"{source} was built on encoder {args['encoder']!r}, expected {encoder!r} (--encoder)")
+            raise ArgumentError("class_names", f"{source} has classes {list(names)}, expected {expected}")
+    built_on = (predictor.meta or {}).get("build_args", {}).get("encoder")
+    if encoder is not None and built_on != encoder:
+        raise ArgumentError("encoder", f"{source} was built on encoder {built_on!r}, expected {encoder!r}")
 
 
-__all__ = ["Predictor", "deeplab_eval_crop"]
+__all__ = ["LazyOptimized", "Predictor", "check_expected", "deeplab_eval_crop", "tiles"]

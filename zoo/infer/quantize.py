@@ -17,8 +17,8 @@ import contextlib
 import copy
 import json
 import logging
-import platform
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,57 +29,15 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from zoo.checkpoint import model_meta
-from zoo.data.io import read_image, to_rgb_uint8
+from zoo.data.io import image_files, read_image, to_rgb_uint8
+from zoo.errors import ArgumentError, ZooWarning
 from zoo.fileio import atomic_write
 from zoo.infer.fold import fold_batchnorm
 from zoo.infer.onnx import INPUT_NAME, META_KEY, onnx_bytes, ort_session
+from zoo.infer.precision import check_cpu_precision, cpu_flags, has_vnni
 from zoo.models import SegmentationModel
 
 Calibration = Iterable[torch.Tensor] | str | Path
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
-VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
-INT8_FLAGS = VNNI_FLAGS | {"avx2", "asimddp"}  # x86: AVX2 at least; Arm: the dot-product extension
-BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 AVX-512 BF16 / AMX, Arm BF16
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# The CPU
-
-
-def cpu_flags() -> frozenset[str]:
-    """The instruction-set flags of this CPU (``flags`` on x86, ``Features`` on Arm, from /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def check_cpu_precision(precision: str, flags: frozenset[str] | None = None) -> None:
-    """Raise a ValueError when this CPU has no native instructions for ``precision`` ("int8" or "bf16").
-
-    Args:
-        precision: "fp32", "int8" or "bf16" ("fp32" always passes).
-        flags: the CPU's flags (default: :func:`cpu_flags`).
-    """
-    flags = cpu_flags() if flags is None else flags
-    needed = {"int8": INT8_FLAGS, "bf16": BF16_FLAGS}.get(precision)
-    if needed is None or flags & needed:
-        return
-    cpu = platform.processor() or platform.machine()
-    raise ValueError(
-        f"precision {precision!r} on the CPU needs one of the instruction sets {sorted(needed)}; "
-        f"this CPU ({cpu}) has none of them"
-    )
-
-
-def has_vnni(flags: frozenset[str] | None = None) -> bool:
-    """Whether the CPU multiplies 8-bit integers without saturating (VNNI or AMX)."""
-    return bool((cpu_flags() if flags is None else flags) & VNNI_FLAGS)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -95,21 +53,6 @@ def image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().div_(255)
 
 
-def image_files(folder: str | Path) -> list[Path]:
-    """The image files in ``folder`` (not recursive), sorted.
-
-    Raises:
-        FileNotFoundError: the folder does not exist or holds no images.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"calibration folder {folder} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
-
-
 def calibration_batches(calibration: Calibration | None, *, limit: int | None = None) -> list[torch.Tensor]:
     """The calibration batches: ``N×3×H×W`` float tensors of RGB in 0..1, like the model's input.
 
@@ -118,28 +61,54 @@ def calibration_batches(calibration: Calibration | None, *, limit: int | None = 
             the model normalises its input itself, so batches are not normalised).
         limit: read at most this many images from a folder.
 
+    A folder's unreadable files (corrupt, truncated, not images) are skipped, each named in a warning and
+    counted in a last one.
+
     Raises:
-        ValueError: no calibration data, an empty iterable, a batch that is not ``N×3×H×W``, or values outside
-            0..1 (a batch already normalised with a mean and std).
+        ArgumentError: naming ``calibration``: none given, an empty iterable or a folder with no readable image, a
+            batch that is not ``N×3×H×W``, or values outside 0..1 (a batch already normalised with a mean and std).
         FileNotFoundError: a folder that does not exist or holds no images.
     """
     if calibration is None:
-        raise ValueError("precision 'int8' needs calibration data: images like the data (--calibration DIR)")
+        raise ArgumentError(
+            "calibration", "precision 'int8' needs calibration images: a folder of images like the data"
+        )
     if isinstance(calibration, (str, Path)):
-        files = image_files(calibration)[:limit]
-        return [image_tensor(read_image(path)) for path in files]
+        return _folder_batches(Path(calibration), limit)
     batches = [image_tensor(batch) for batch in calibration]
     if not batches:
-        raise ValueError("the calibration set is empty")
+        raise ArgumentError("calibration", "the calibration set is empty")
     for index, batch in enumerate(batches):
         if batch.dim() != 4 or batch.shape[1] != 3:
-            raise ValueError(f"calibration batch {index} has shape {tuple(batch.shape)}, expected N×3×H×W")
+            raise ArgumentError("calibration", f"batch {index} has shape {tuple(batch.shape)}, expected N×3×H×W")
         low, high = batch.min().item(), batch.max().item()
         if low < -1e-3 or high > 1 + 1e-3:
-            raise ValueError(
-                f"calibration batch {index} holds values in [{low:.3g}, {high:.3g}]: give RGB in 0..1 "
-                "(the model normalises its input itself)"
+            raise ArgumentError(
+                "calibration",
+                f"batch {index} holds values in [{low:.3g}, {high:.3g}]: give RGB in 0..1 "
+                "(the model normalises its input itself)",
             )
+    return batches
+
+
+def _folder_batches(folder: Path, limit: int | None) -> list[torch.Tensor]:
+    """One batch per readable image of ``folder``; unreadable ones are named in a warning each, then counted."""
+    files = image_files(folder, what="calibration folder")[:limit]
+    batches, skipped = [], []
+    for path in files:
+        try:
+            batches.append(image_tensor(read_image(path)))
+        except ValueError as error:  # read_image's one line naming the file
+            skipped.append(path.name)
+            warnings.warn(f"calibration: skipped {error}", ZooWarning, stacklevel=3)
+    if skipped:
+        warnings.warn(
+            f"calibration: skipped {len(skipped)} of {len(files)} files in {folder} ({', '.join(skipped[:5])})",
+            ZooWarning,
+            stacklevel=3,
+        )
+    if not batches:
+        raise ArgumentError("calibration", f"no readable image in {folder}")
     return batches
 
 
@@ -164,8 +133,43 @@ def dynamic_graph(model: nn.Module, channels: int = 3) -> bytes:
     return onnx_bytes(model, odd, dynamic=True)
 
 
-def calibrate(graph: bytes, batches: Sequence[torch.Tensor]) -> Any:
-    """Min/max ranges of every tensor ONNX Runtime's quantizer would quantize, over ``batches``.
+class RangeCollector:
+    """Min/max ranges of every tensor ONNX Runtime's quantizer would quantize, collected one batch at a time.
+
+    Only each tensor's running min and max are kept, so memory does not grow with the number of batches.
+
+    Args:
+        graph: the fp32 ONNX bytes (dynamic sizes where the batches differ in size).
+    """
+
+    def __init__(self, graph: bytes) -> None:
+        from onnxruntime.quantization import CalibrationMethod
+        from onnxruntime.quantization.calibrate import create_calibrator
+
+        self._folder = tempfile.TemporaryDirectory(prefix="zoo-calib-")
+        path = Path(self._folder.name) / "model.onnx"
+        path.write_bytes(graph)
+        self.calibrator = create_calibrator(
+            path,
+            augmented_model_path=str(Path(self._folder.name) / "augmented.onnx"),
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        self.batches = 0
+
+    def add(self, batch: torch.Tensor) -> None:
+        """Widen the ranges by one ``N×3×H×W`` batch of RGB in 0..1."""
+        self.calibrator.collect_data(_BatchReader([batch]))
+        self.batches += 1
+
+    def ranges(self) -> Any:
+        """ONNX Runtime's ``TensorsData`` (tensor name -> min and max) over every batch added."""
+        if not self.batches:
+            raise ArgumentError("calibration", "no batch to calibrate on")
+        return self.calibrator.compute_data()
+
+
+def calibrate(graph: bytes, batches: Iterable[torch.Tensor]) -> Any:
+    """Min/max ranges of every tensor ONNX Runtime's quantizer would quantize, over ``batches`` (one at a time).
 
     Args:
         graph: the fp32 ONNX bytes (dynamic sizes where the batches differ in size).
@@ -174,19 +178,10 @@ def calibrate(graph: bytes, batches: Sequence[torch.Tensor]) -> Any:
     Returns:
         ONNX Runtime's ``TensorsData`` (tensor name -> min and max).
     """
-    from onnxruntime.quantization import CalibrationMethod
-    from onnxruntime.quantization.calibrate import create_calibrator
-
-    with tempfile.TemporaryDirectory(prefix="zoo-calib-") as folder:
-        path = Path(folder) / "model.onnx"
-        path.write_bytes(graph)
-        calibrator = create_calibrator(
-            path,
-            augmented_model_path=str(Path(folder) / "augmented.onnx"),
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-        calibrator.collect_data(_BatchReader(batches))
-        return calibrator.compute_data()
+    collector = RangeCollector(graph)
+    for batch in batches:
+        collector.add(batch)
+    return collector.ranges()
 
 
 def range_table(ranges: Any) -> dict[str, tuple[float, float]]:
@@ -286,13 +281,14 @@ class QuantizedRunner:
 
 __all__ = [
     "Calibration",
-    "QuantizedRunner",
-    "calibrate",
-    "calibration_batches",
     "check_cpu_precision",
     "cpu_flags",
-    "export_int8_onnx",
     "has_vnni",
+    "QuantizedRunner",
+    "RangeCollector",
+    "calibrate",
+    "calibration_batches",
+    "export_int8_onnx",
     "quantize_graph",
 ]
 
