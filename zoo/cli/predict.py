@@ -10,6 +10,7 @@ failed (the others are still written) and 2 for bad arguments or a checkpoint th
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import math
 import time
@@ -20,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from zoo.cli.scale import add_scale_arguments, run_predict
 from zoo.data.cityscapes import CITYSCAPES_PALETTE
 from zoo.data.io import read_image, voc_palette, write_image, write_mask
 from zoo.infer.optimize import PRECISION_NAMES
@@ -173,6 +175,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", default=None, help="comma-separated class names the checkpoint must have")
     parser.add_argument("--encoder", default=None, help="fail unless the checkpoint was built on this encoder")
     add_inference_arguments(parser)
+    add_scale_arguments(parser, resumable=True)
 
 
 def _vis(image: Any, mask: Any, palette: Any, class_names: list[str], args: argparse.Namespace) -> Any:
@@ -202,9 +205,12 @@ def run(args: argparse.Namespace) -> int:
         **options,
     )
     palette = resolve_palette(args.palette, predictor.num_classes, predictor.palette)
+    names_of = predictor.class_names or [str(i) for i in range(predictor.num_classes)]
+    if args.devices is not None:  # through Lightning's Trainer: zoo.infer.batch
+        render = functools.partial(_vis, palette=palette, class_names=names_of, args=args)
+        return run_predict(args, predictor, palette, render, output_names)
     paths = find_images(args.input)
     names = output_names(paths)
-    names_of = predictor.class_names or [str(i) for i in range(predictor.num_classes)]
     pred_dir, vis_dir = args.output / "pred", args.output / "vis"
     vis_dir.mkdir(parents=True, exist_ok=True)
     err = Console(stderr=True)
