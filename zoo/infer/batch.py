@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,13 @@ from zoo.metrics import SegmentationScores, confusion_matrix_metric, scores_from
 
 Render = Callable[[np.ndarray, np.ndarray], np.ndarray]
 WORK_FOLDER = ".zoo-predict"
+# Lightning's warnings about what this module does on purpose: a sized IterableDataset (its shards are split per
+# worker, so the length holds), batches kept on the host, no batch indices for an IterableDataset.
+EXPECTED_WARNINGS = (
+    "Your `IterableDataset` has `__len__` defined",
+    "You have overridden `transfer_batch_to_device`",
+    "Couldn't infer the batch indices",
+)
 
 
 @dataclass(frozen=True)
@@ -265,6 +273,8 @@ class UnpaddedData(pl.LightningDataModule):
 
 def _trainer(trainer_kwargs: Mapping[str, Any] | None, callbacks: list[Any]) -> pl.Trainer:
     options = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **(trainer_kwargs or {})}
+    for message in EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=f".*{message}")
     return pl.Trainer(callbacks=callbacks, use_distributed_sampler=False, **options)
 
 
