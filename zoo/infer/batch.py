@@ -15,6 +15,7 @@ torchmetrics confusion matrix is summed over the processes, so the scores equal 
 from __future__ import annotations
 
 import json
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -53,10 +54,12 @@ class PredictionFiles:
     Args:
         root: the output folder.
         overwrite: redo images whose outputs exist (otherwise :meth:`done` skips them).
+        overlays: an overlay is written for each image (so it is part of what :meth:`done` looks for).
     """
 
     root: Path
     overwrite: bool = False
+    overlays: bool = True
 
     def mask(self, name: str) -> Path:
         return self.root / "pred" / f"{name}.png"
@@ -65,8 +68,10 @@ class PredictionFiles:
         return self.root / "vis" / f"{name}.png"
 
     def done(self, name: str) -> bool:
-        """Both outputs exist (each is written atomically, so an existing file is complete) and not ``overwrite``."""
-        return not self.overwrite and self.overlay(name).is_file() and self.mask(name).is_file()
+        """Not ``overwrite``, and the outputs exist (each is written atomically, so an existing file is complete)."""
+        if self.overwrite or (self.overlays and not self.overlay(name).is_file()):
+            return False
+        return self.mask(name).is_file()
 
 
 def _as_list(items: list[Any]) -> list[Any]:
@@ -169,7 +174,7 @@ class MaskWriter(BasePredictionWriter):
                 self.skipped += 1
             elif mask is None:
                 self.failed.append({"path": item.path, "reason": item.error})
-                print(f"warning: skipped {item.path}: {item.error}", flush=True)
+                print(f"warning: skipped {item.path}: {item.error}", file=sys.stderr, flush=True)
             else:
                 if self.render is not None:
                     write_image(self.files.overlay(item.name), self.render(item.image, mask))
@@ -312,7 +317,7 @@ def predict_to_folder(
     Returns:
         The run's summary (also in ``output/summary.json``) in global rank 0, None in the other processes.
     """
-    files = PredictionFiles(Path(output), overwrite=overwrite)
+    files = PredictionFiles(Path(output), overwrite=overwrite, overlays=render is not None)
     data = ListingData(source, files, naming, batch_size=batch_size, num_workers=num_workers)
     writer = MaskWriter(files, palette, render)
     trainer = _trainer(trainer_kwargs, [writer])
