@@ -5,6 +5,7 @@ Three candidates on the same JPEG folder, timed in alternating rounds in one pro
 - ``model alone``: the model's forward and argmax on tensors decoded beforehand (no decode, no write);
 - ``lightning``: :func:`zoo.infer.batch.predict_to_folder` on one CPU process, images decoded in one DataLoader
   worker while the main process computes, masks and overlays written (``zoo predict --devices 1 --num-workers 1``);
+  end to end (Trainer built, input listed, worker started) and the predict loop alone (``summary.json``'s rate);
 - ``single-process``: ``zoo predict`` without ``--devices`` (decode, compute and write in turn in one thread).
 
 Ratios are the median over rounds of the per-round ratio, so a slow phase of a shared machine hits both sides
@@ -59,7 +60,8 @@ def model_alone(model: torch.nn.Module, tensors: list[torch.Tensor]) -> float:
     return len(tensors) / (time.perf_counter() - start)
 
 
-def lightning(predictor: Predictor, folder: Path, output: Path, count: int) -> float:
+def lightning(predictor: Predictor, folder: Path, output: Path, count: int) -> tuple[float, float]:
+    """End-to-end images/s (Trainer built, input listed, worker started) and the predict loop's (summary.json)."""
     start = time.perf_counter()
     summary = predict_to_folder(
         predictor,
@@ -72,7 +74,7 @@ def lightning(predictor: Predictor, folder: Path, output: Path, count: int) -> f
         trainer_kwargs={"accelerator": "cpu", "devices": 1, "enable_progress_bar": False},
     )
     assert summary is not None and summary["written"] == count, summary
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), summary["images_per_second"]
 
 
 def single_process(checkpoint: Path, folder: Path, output: Path, count: int) -> float:
@@ -99,17 +101,23 @@ def main() -> None:
     paths = write_jpegs(work / "in", args.images, args.size)
     predictor = Predictor.from_checkpoint(checkpoint)
     tensors = [torch.from_numpy(read_image(p)).permute(2, 0, 1)[None].float().div(255) for p in paths]
+    count, folder = len(paths), work / "in"
     candidates = {
         "model alone (pre-decoded tensors)": lambda: model_alone(predictor.model, tensors),
-        "lightning, --devices 1 --num-workers 1": lambda: lightning(predictor, work / "in", work / "out", len(paths)),
-        "single-process zoo predict": lambda: single_process(checkpoint, work / "in", work / "old", len(paths)),
+        "lightning, --devices 1 --num-workers 1, end to end": lambda: lightning(predictor, folder, work / "o", count),
+        "single-process zoo predict": lambda: single_process(checkpoint, folder, work / "old", count),
     }
-    rates: dict[str, list[float]] = {name: [] for name in candidates}
+    loop = "lightning, predict loop only (summary.json's images/s)"
+    rates: dict[str, list[float]] = {name: [] for name in [*candidates, loop]}
     for run in candidates.values():  # one untimed run each: first-call costs, files cached
         run()
     for _ in range(args.rounds):
         for name, run in candidates.items():
-            rates[name].append(run())
+            rate = run()
+            if isinstance(rate, tuple):
+                rate, loop_rate = rate
+                rates[loop].append(loop_rate)
+            rates[name].append(rate)
     alone = rates["model alone (pre-decoded tensors)"]
     print(
         f"{args.images} JPEGs {args.size}x{args.size}, DeepLabV3+ {args.encoder} width {args.width}, 21 classes, "

@@ -143,10 +143,14 @@ def test_one_device_run_counts_bad_files_skips_existing_and_overwrites(tmp_path:
 
 @pytest.fixture(scope="module")
 def ddp_predict(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> tuple[Path, int, str]:
-    """One 2-process run over 8 images and a corrupt file (9: the last shard is short), beside a one-process run."""
+    """One 2-process run over 8 images and a corrupt file (9: the last shard is short), beside a one-process run.
+
+    Two scales, flip and a sliding window: the test-time options run the same in both.
+    """
     root = tmp_path_factory.mktemp("ddp")
     images = write_images(root / "in", 8, bad=1)
-    common = ["--checkpoint", str(checkpoint), "--input", str(images), "--flip"]
+    common = ["--checkpoint", str(checkpoint), "--input", str(images), "--flip", "--scales", "1", "0.75",
+              "--slide", "--crop", "16", "16"]  # fmt: skip
     code, out = run_zoo("predict", *common, "--output", str(root / "ddp"), "--devices", "2", "--num-workers", "1",
                         "--batch-size", "2")  # fmt: skip
     assert main(["predict", *common, "--output", str(root / "single")]) == 1
