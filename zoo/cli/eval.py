@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.cli.options import add_fast_argument, add_inference_arguments, add_precision_arguments, examples, positive_int
+from zoo.cli.scale import add_scale_arguments, run_eval
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: DeepLab's eval crop for a converted TF DeepLab model: 513 513 on voc, 1025 2049 on cityscapes)",
     )
     pad.add_argument("--no-pad", action="store_true", help="evaluate every image as it is, whatever the model")
+    add_scale_arguments(parser)
 
 
 def _shower(folder: Path | None, class_names: list[str], palette: list) -> Callable | None:
@@ -101,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
         )
     show = _shower(args.show_dir, class_names, predictor.palette or voc_palette(len(class_names)))
     start = time.perf_counter()
-    scores = evaluate(predictor, dataset, show=show)
+    scaled = args.devices is not None
+    scores = run_eval(args, predictor, dataset, show) if scaled else evaluate(predictor, dataset, show=show)
+    if scores is None:  # a process other than global rank 0 of a --devices run: rank 0 reports
+        return 0
     seconds = time.perf_counter() - start
     slide = options["slide"]
     pad = predictor.pad_to

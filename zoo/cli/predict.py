@@ -10,6 +10,7 @@ failed (the others are still written) and 2 for bad arguments or a checkpoint th
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.cli.options import add_fast_argument, add_inference_arguments, add_precision_arguments, examples
+from zoo.cli.scale import add_scale_arguments, run_predict
 
 
 def find_images(spec: str | Path) -> list[Path]:
@@ -118,6 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--encoder", default=None, help="fail unless the checkpoint was built on this encoder")
     add_inference_arguments(parser)
+    add_scale_arguments(parser, resumable=True)
 
 
 def build_predictor(args: argparse.Namespace) -> Any:
@@ -184,9 +187,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--opacity must be in [0, 1], got {args.opacity}")
     predictor = build_predictor(args)
     palette = resolve_palette(args.palette, predictor.num_classes, predictor.palette)
+    names_of = predictor.class_names or [str(i) for i in range(predictor.num_classes)]
+    if args.devices is not None:  # through Lightning's Trainer: zoo.infer.batch
+        render = functools.partial(_vis, palette=palette, class_names=names_of, args=args)
+        return run_predict(args, predictor, palette, render, output_names)
     paths = find_images(args.input)
     names = output_names(paths)
-    names_of = predictor.class_names or [str(i) for i in range(predictor.num_classes)]
     pred_dir, vis_dir = args.output / "pred", args.output / "vis"
     vis_dir.mkdir(parents=True, exist_ok=True)
     err = Console(stderr=True)
