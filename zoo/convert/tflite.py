@@ -187,11 +187,13 @@ def _check_rest(graph: Graph, model: SegmentationModel) -> None:
 
 
 def read_class_names(path: str | Path, num_classes: int) -> list[str]:
-    """Class names from a text file, one a line (blank lines skipped); exactly ``num_classes`` of them."""
+    """Class names from a text file, one a line, exactly ``num_classes`` of them; the first blank line ends the
+    list (text after it is a comment, as in the label files published beside Google's TFLite models)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no class-names file at {path}")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").strip().splitlines()]
+    names = lines[: lines.index("")] if "" in lines else lines
     if len(names) != num_classes:
         raise ValueError(f"{path} names {len(names)} classes; the model predicts {num_classes}")
     return names

@@ -9,6 +9,7 @@ the file as data, runs nothing, and needs no TensorFlow. It is imported only whi
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,15 @@ def read_tflite(path: str | Path) -> Graph:
     data = path.read_bytes()
     if data[4:8] != b"TFL3":
         raise ValueError(f"{path} is not a TFLite model (no TFL3 flatbuffer identifier)")
+    try:
+        return _read_graph(tflite, path, data)
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError) as error:
+        if isinstance(error, ValueError) and str(error).startswith(str(path)):
+            raise
+        raise ValueError(f"{path} is not a complete TFLite model (truncated or corrupt flatbuffer)") from None
+
+
+def _read_graph(tflite: Any, path: Path, data: bytes) -> Graph:
     model = tflite.Model.GetRootAsModel(data, 0)
     graph = model.Subgraphs(0)
     tensors = [_tensor(model, data, graph.Tensors(i)) for i in range(graph.TensorsLength())]
