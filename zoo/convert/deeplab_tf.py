@@ -162,7 +162,9 @@ def _unpack(path: Path, folder: Path) -> None:
             members = [m for m in archive.getmembers() if m.isfile()]
             archive.extractall(folder, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError, zlib.error):
-        raise ValueError(f"{path} is not a complete tar archive (truncated, or not a tar file); download it again") from None
+        raise ValueError(
+            f"{path} is not a complete tar archive (truncated, or not a tar file); download it again"
+        ) from None
 
 
 def _model_variables(shapes: dict[str, tuple[int, ...]]) -> list[str]:

@@ -199,7 +199,9 @@ def read_class_names(path: str | Path, num_classes: int) -> list[str]:
     return names
 
 
-def convert_deeplab_tflite(path: str | Path, class_names: str | Path | Sequence[str] | None = None) -> SegmentationModel:
+def convert_deeplab_tflite(
+    path: str | Path, class_names: str | Path | Sequence[str] | None = None
+) -> SegmentationModel:
     """A TFLite export of TF DeepLab (MobileNetV2, ASPP without atrous branches) as a zoo model.
 
     Args:
@@ -252,7 +254,9 @@ def convert_deeplab_tflite(path: str | Path, class_names: str | Path | Sequence[
     if class_names is not None and names is None:
         names = read_class_names(class_names, model.num_classes)
     if names is None:
-        model.class_names, model.palette = dataset_classes(model.num_classes) if model.num_classes == 21 else (None,) * 2
+        model.class_names, model.palette = (
+            dataset_classes(model.num_classes) if model.num_classes == 21 else (None,) * 2
+        )
     else:
         model.class_names, model.palette = names, [list(c) for c in voc_palette(len(names))]
     return model
