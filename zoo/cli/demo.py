@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.cli.train import CONFIGS, cli_main
+from zoo.convert.tflite import convert_deeplab_tflite
 from zoo.data.io import read_image, write_image
 from zoo.infer.predictor import Predictor
 from zoo.viz import panels
@@ -84,8 +85,6 @@ def run(args: argparse.Namespace) -> int:
 def real_model_overlay(out_dir: Path) -> str:
     """Convert Google's quantized TFLite DeepLab (VOC) and draw ``photo | prediction`` of ``grace_hopper.png`` into
     ``out_dir``; returns the line to print (what was drawn, or why nothing was)."""
-    from zoo.convert.tflite import convert_deeplab_tflite
-
     tflite, photo = REAL_MODELS / "deeplabv3_mnv2_dm05_pascal_quant.tflite", REAL_MODELS / "grace_hopper.png"
     if not (tflite.is_file() and photo.is_file()):
         return f"demo: no real model drawn ({REAL_MODELS} holds no TFLite model and photograph: a source checkout has)"
@@ -97,4 +96,4 @@ def real_model_overlay(out_dir: Path) -> str:
     predictor = Predictor(model, num_classes=model.num_classes, class_names=model.class_names, palette=model.palette)
     strip = panels(image, [np.asarray(predictor.predict(image), np.uint8)], model.class_names, model.palette)
     path = write_image(out_dir / "real_model_grace_hopper.png", strip)
-    return f"demo: a real trained model (Google's TF DeepLab MobileNetV2, Pascal VOC, converted) on a photograph: {path}"
+    return f"demo: a real trained model (Google's TF DeepLab MobileNetV2 on Pascal VOC, converted) on a photo: {path}"

@@ -44,11 +44,14 @@ class TFSamePad(nn.Module):
 
     def __init__(self, kernel_size: int, stride: int) -> None:
         super().__init__()
+        if kernel_size < stride:
+            raise ValueError(f"TFSamePad needs kernel_size >= stride, got {kernel_size} and {stride}")
         self.kernel_size, self.stride = kernel_size, stride
 
     def _pads(self, size: int) -> tuple[int, int]:
-        remainder = size % self.stride
-        total = max(self.kernel_size - (remainder if remainder else self.stride), 0)
+        # TF: max((ceil(size / s) - 1) * s + k - size, 0) = k - s + (-size mod s) for k >= s; written without a
+        # branch, so an exported graph keeps it as arithmetic on the input's size instead of a constant.
+        total = self.kernel_size - self.stride + (-size) % self.stride
         return total // 2, total - total // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
