@@ -161,6 +161,19 @@ def test_cli_writes_a_model_that_loads(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"zoo convert: error: {out} exists; pass --force to overwrite it"
 
 
+def test_demo_draws_the_converted_model_on_grace_hopper(tmp_path):
+    from zoo.cli.demo import real_model_overlay
+
+    line = real_model_overlay(tmp_path)
+    assert line.endswith(str(tmp_path / "real_model" / "grace_hopper.png"))
+    strip = np.asarray(Image.open(tmp_path / "real_model" / "grace_hopper.png"))
+    photo = np.asarray(Image.open(MODELS / "grace_hopper.png"))
+    assert strip.shape[1] == 2 * photo.shape[1] and strip.shape[0] > photo.shape[0]  # photo | prediction, legend
+    prediction = convert_deeplab_tflite(QUANT)
+    mask = run_zoo(prediction, photo).argmax(0)
+    assert (mask == 15).float().mean() > 0.5  # VOC's "person" covers most of the portrait
+
+
 def test_truncated_or_non_tar_archive_is_one_line(tmp_path, capsys):
     archive = tmp_path / "deeplabv3_pascal_train_aug_2018_01_04.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -209,3 +222,18 @@ def test_quantized_model_in_fp32_agrees_with_the_int8_interpreter(converted):
     assert np.mean(agree) >= 0.98 and min(agree) >= 0.95, agree
     ours_miou, ref_miou = scores_from_confusion(ours_confusion).miou, scores_from_confusion(ref_confusion).miou
     assert abs(ours_miou - ref_miou) <= 0.02 and ref_miou > 0.3, (ours_miou, ref_miou)
+
+
+@pytest.mark.slow
+def test_exported_onnx_graph_keeps_tf_same_padding_dynamic(converted, tmp_path):
+    """One ONNX graph for every input size: TF's SAME pads differ for even and odd sides."""
+    from zoo.infer.onnx import export_onnx, ort_session
+
+    model = converted[QUANT]
+    session = ort_session(export_onnx(model, tmp_path / "m.onnx").read_bytes())
+    for h, w in [(64, 96), (65, 97), (50, 77)]:
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h))
+        with torch.no_grad():
+            expected = model(x).numpy()
+        out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert np.abs(out - expected).max() <= 1e-4 * np.abs(expected).max()

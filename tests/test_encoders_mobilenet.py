@@ -95,21 +95,3 @@ def test_truncate_keeps_the_first_taps():
     assert len(enc.blocks) == 6 and [f.reduction for f in enc.feature_info] == [2, 4, 8]
     assert [f.shape[-1] for f in enc(torch.randn(1, 3, 64, 64))] == [32, 16, 8]
 
-
-@pytest.mark.slow
-def test_tf_same_padding_stays_dynamic_in_the_exported_onnx_graph(tmp_path):
-    import numpy as np
-
-    from zoo.infer.onnx import export_onnx, ort_session
-
-    torch.manual_seed(0)
-    model = build_model("mobilenetv2", "deeplabv3", 3, 16, semantics="deeplab-tf", encoder_kwargs={"width": 0.25})
-    model.eval()
-    path = export_onnx(model, tmp_path / "m.onnx")
-    session = ort_session(path.read_bytes())
-    for h, w in [(64, 96), (65, 97), (50, 77)]:  # even, odd and mixed sides: different TF SAME pads
-        x = torch.rand(1, 3, h, w)
-        with torch.no_grad():
-            expected = model(x).numpy()
-        out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-        assert np.abs(out - expected).max() < 1e-4

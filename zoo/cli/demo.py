@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 def real_model_overlay(out_dir: Path) -> str:
     """Convert Google's quantized TFLite DeepLab (VOC) and draw ``photo | prediction`` of ``grace_hopper.png`` into
-    ``out_dir``; returns the line to print (what was drawn, or why nothing was)."""
+    ``out_dir/real_model/``; returns the line to print (what was drawn, or why nothing was)."""
     tflite, photo = REAL_MODELS / "deeplabv3_mnv2_dm05_pascal_quant.tflite", REAL_MODELS / "grace_hopper.png"
     if not (tflite.is_file() and photo.is_file()):
         return f"demo: no real model drawn ({REAL_MODELS} holds no TFLite model and photograph: a source checkout has)"
@@ -95,5 +95,5 @@ def real_model_overlay(out_dir: Path) -> str:
     image = read_image(photo)
     predictor = Predictor(model, num_classes=model.num_classes, class_names=model.class_names, palette=model.palette)
     strip = panels(image, [np.asarray(predictor.predict(image), np.uint8)], model.class_names, model.palette)
-    path = write_image(out_dir / "real_model_grace_hopper.png", strip)
+    path = write_image(out_dir / "real_model" / "grace_hopper.png", strip)
     return f"demo: a real trained model (Google's TF DeepLab MobileNetV2 on Pascal VOC, converted) on a photo: {path}"
