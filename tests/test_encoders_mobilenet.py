@@ -94,4 +94,3 @@ def test_truncate_keeps_the_first_taps():
     enc.truncate(3)
     assert len(enc.blocks) == 6 and [f.reduction for f in enc.feature_info] == [2, 4, 8]
     assert [f.shape[-1] for f in enc(torch.randn(1, 3, 64, 64))] == [32, 16, 8]
-
