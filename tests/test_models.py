@@ -23,6 +23,7 @@ ENCODERS_UNDER_TEST = {
     "xception": TINY,
     "inception_v3": TINY,
     "googlenet": TINY,
+    "mobilenetv2": TINY,
     "resnet18": None,
     "mobilenet_v2": None,
 }

@@ -20,6 +20,7 @@ _LAZY = {
     "build_encoder": "zoo.encoders",
     "build_model": "zoo.models",
     "convert_deeplab_tf": "zoo.convert",
+    "convert_deeplab_tflite": "zoo.convert",
     "list_datasets": "zoo.data",
     "list_decoders": "zoo.decoders",
     "list_encoders": "zoo.encoders",

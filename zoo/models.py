@@ -18,9 +18,8 @@ from torch import nn
 
 from zoo.decoders import DECODERS
 from zoo.decoders.auxiliary import build_aux_head
-from zoo.encoders import build_encoder
+from zoo.encoders import DEEPLAB_TF_KWARGS, build_encoder
 from zoo.encoders.base import Encoder
-from zoo.encoders.xception_aligned import SPECS as ALIGNED_SPECS
 from zoo.hub import HubMixin
 from zoo.registry import WEIGHT_SOURCES, weight_source
 
@@ -178,8 +177,9 @@ def build_model(
         semantics: "zoo" (default) or "deeplab-tf": TF DeepLab's exact forward pass, for its converted
             checkpoints (``zoo convert deeplab-tf``) and for training alike: every bilinear resize with
             ``align_corners=True`` (decoder upsampling, ASPP image pooling, final logits), no padding to a
-            multiple of 32, and the aligned Xceptions' decoder tap before its ReLU (``tap="raw"``). Batch-norm
-            epsilons are TF's in both: 1e-3 in the Xception backbone, 1e-5 in ASPP and decoder. For the
+            multiple of 32, the aligned Xceptions' decoder tap before its ReLU (``tap="raw"``) and MobileNet's
+            strided convs padded as TF's ``SAME`` (``padding="tf-same"``): ``zoo.encoders.DEEPLAB_TF_KWARGS``.
+            Batch-norm epsilons are TF's in both: 1e-3 in the backbones, 1e-5 in ASPP and decoder. For the
             decoders deeplabv3, deeplabv3plus and dpc.
         weights: None, or a published TF DeepLab model, ``"deeplab-tf:NAME"`` (``zoo.list_pretrained()``):
             downloaded once into torch.hub's cache and converted once. It sets the architecture (encoder,
@@ -270,5 +270,4 @@ def _semantics_kwargs(
         raise ValueError(f"semantics='deeplab-tf' needs one of the decoders {DEEPLAB_TF_DECODERS}, got {decoder!r}")
     if "align_corners" in decoder_kwargs:
         raise ValueError("semantics='deeplab-tf' sets align_corners itself; leave it out of the decoder arguments")
-    tap = {"tap": "raw"} if encoder in ALIGNED_SPECS else {}
-    return {**tap, **(encoder_kwargs or {})}, {**decoder_kwargs, "align_corners": True}
+    return {**DEEPLAB_TF_KWARGS.get(encoder, {}), **(encoder_kwargs or {})}, {**decoder_kwargs, "align_corners": True}

@@ -1,4 +1,4 @@
-"""``zoo convert deeplab-tf SRC --output FILE``: a TF DeepLab checkpoint to a zoo model file."""
+"""``zoo convert SOURCE SRC --output FILE``: a TF DeepLab checkpoint or TFLite export to a zoo model file."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from pathlib import Path
 
 from zoo.checkpoint import save_model
 from zoo.convert.deeplab_tf import convert_deeplab_tf
+from zoo.convert.tflite import convert_deeplab_tflite
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of ``zoo convert`` (one source so far: ``deeplab-tf``)."""
+    """The arguments of ``zoo convert``: the sources ``deeplab-tf`` and ``deeplab-tflite``."""
     sources = parser.add_subparsers(dest="source", metavar="SOURCE", required=True)
     tf = sources.add_parser(
         "deeplab-tf",
@@ -23,18 +24,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tf.add_argument("--output-stride", type=int, choices=(8, 16), default=16, help="output stride (default 16)")
     tf.add_argument("--num-classes", type=int, help="classes of a new head for a backbone-only (ImageNet) checkpoint")
     tf.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    lite = sources.add_parser(
+        "deeplab-tflite",
+        help="Google's TFLite exports of TF DeepLab (MobileNetV2, float or uint8)",
+        description="Convert a TFLite export of TF DeepLab (MobileNetV2 + ASPP, float32 or quantized weights, "
+        "dequantized to float32) to a zoo model taking RGB in 0..1 (needs the tflite package: "
+        "pip install 'zoo[tflite]').",
+    )
+    lite.add_argument("src", type=Path, help="the .tflite file")
+    lite.add_argument("--output", required=True, type=Path, help="the zoo model file to write")
+    lite.add_argument("--class-names", type=Path, help="a text file with one class name a line (default: VOC's 21)")
+    lite.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``zoo convert deeplab-tf``; returns the exit code."""
+    """Run ``zoo convert``; returns the exit code."""
 
     if args.output.exists() and not args.force:
         raise ValueError(f"{args.output} exists; pass --force to overwrite it")
     try:
-        model = convert_deeplab_tf(args.src, output_stride=args.output_stride, num_classes=args.num_classes)
+        if args.source == "deeplab-tflite":
+            model = convert_deeplab_tflite(args.src, class_names=args.class_names)
+        else:
+            model = convert_deeplab_tf(args.src, output_stride=args.output_stride, num_classes=args.num_classes)
     except ImportError as error:
         raise ValueError(str(error)) from None
     save_model(model, args.output)
     described = f"{model.build_args['encoder']} + {model.build_args['decoder']}, {model.num_classes} classes"
-    print(f"{args.src} -> {args.output} ({described}, output stride {args.output_stride}, semantics deeplab-tf)")
+    stride = model.build_args["output_stride"]
+    print(f"{args.src} -> {args.output} ({described}, output stride {stride}, semantics deeplab-tf)")
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -141,9 +142,7 @@ def open_checkpoint(src: str | Path) -> Iterator[Checkpoint]:
     path = Path(src)
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
         with tempfile.TemporaryDirectory(prefix="zoo-deeplab-tf-") as tmp:
-            with tarfile.open(path) as archive:
-                members = [m for m in archive.getmembers() if m.isfile()]
-                archive.extractall(tmp, members=members, filter="data")
+            _unpack(path, Path(tmp))
             yield Checkpoint(find_prefix(Path(tmp)), str(path))
         return
     if path.is_dir():
@@ -153,6 +152,19 @@ def open_checkpoint(src: str | Path) -> Iterator[Checkpoint]:
         yield Checkpoint(path, str(path))
         return
     raise FileNotFoundError(f"no TF checkpoint at {path}: give a prefix (.../model.ckpt), a folder or a .tar.gz")
+
+
+def _unpack(path: Path, folder: Path) -> None:
+    """Extract the regular files of the archive ``path`` into ``folder``; a truncated or non-tar file raises
+    ``ValueError`` naming it."""
+    try:
+        with tarfile.open(path) as archive:
+            members = [m for m in archive.getmembers() if m.isfile()]
+            archive.extractall(folder, members=members, filter="data")
+    except (tarfile.TarError, EOFError, OSError, zlib.error):
+        raise ValueError(
+            f"{path} is not a complete tar archive (truncated, or not a tar file); download it again"
+        ) from None
 
 
 def _model_variables(shapes: dict[str, tuple[int, ...]]) -> list[str]:

@@ -9,6 +9,8 @@ from zoo.encoders.base import Encoder, FeatureInfo
 from zoo.encoders.external import ExternalEncoder, build_external, is_external_name
 from zoo.encoders.inception import SPECS as INCEPTION_SPECS
 from zoo.encoders.inception import InceptionEncoder, build_inception
+from zoo.encoders.mobilenet import MobileNetV2, build_mobilenet
+from zoo.encoders.mobilenet_specs import SPECS as MOBILENET_SPECS
 from zoo.encoders.smp_interop import register_smp
 from zoo.encoders.xception_aligned import SPECS, AlignedXception, build_aligned_xception
 from zoo.encoders.xception_legacy import LegacyXception, build_legacy_xception
@@ -21,8 +23,16 @@ for _name in SPECS:
 ENCODERS.register("xception")(build_legacy_xception)
 for _name in INCEPTION_SPECS:
     ENCODERS.register(_name)(partial(build_inception, _name))
+for _name in MOBILENET_SPECS:
+    ENCODERS.register(_name)(partial(build_mobilenet, _name))
 for _name in ENCODERS.names():
     register_smp(_name, ENCODERS.get(_name))
+
+# What ``semantics="deeplab-tf"`` sets in each zoo encoder that TF DeepLab builds differently from PyTorch habits.
+DEEPLAB_TF_KWARGS: dict[str, dict[str, str]] = {
+    **{name: {"tap": "raw"} for name in SPECS},
+    **{name: {"padding": "tf-same"} for name in MOBILENET_SPECS},
+}
 
 
 def list_encoders() -> list[str]:
@@ -61,12 +71,14 @@ def build_encoder(
 
 
 __all__ = [
+    "DEEPLAB_TF_KWARGS",
     "ENCODERS",
     "AlignedXception",
     "Encoder",
     "ExternalEncoder",
     "InceptionEncoder",
     "LegacyXception",
+    "MobileNetV2",
     "FeatureInfo",
     "build_encoder",
     "list_encoders",
