@@ -13,6 +13,7 @@ from huggingface_hub import constants
 
 import zoo
 from zoo import hub
+from zoo.encoders import build_encoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -61,3 +62,21 @@ def test_an_unreachable_hub_fails_at_once_and_the_cache_still_serves(tmp_path, m
     )
     assert constants.HF_HUB_OFFLINE is True  # the rest of the process (timm's downloads too) uses the cache only
     hub.hub_reachable.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["xception65", "tu-resnet18"])
+def test_imagenet_weights_with_an_unreachable_hub_fail_at_once(name: str, tmp_path, monkeypatch) -> None:
+    """timm's and smp's downloads go through the Hub: unreachable, the one-line error comes without retries."""
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens there
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    hub.hub_reachable.cache_clear()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(OSError) as error:
+            build_encoder(name, weights="imagenet")
+        assert time.perf_counter() - start < hub.PROBE_TIMEOUT_S + 5
+        assert constants.HF_HUB_OFFLINE is True
+        assert "\n" not in str(error.value)
+    finally:
+        hub.hub_reachable.cache_clear()

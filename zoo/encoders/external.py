@@ -16,6 +16,7 @@ from torch import nn
 
 from zoo.encoders.base import OUTPUT_STRIDES, Encoder, FeatureInfo
 from zoo.encoders.weights import load_converted, load_state_dict_file
+from zoo.hub import use_cache_if_offline
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -88,6 +89,8 @@ class ExternalEncoder(Encoder):
         tag = None if is_file else weights
         if name.startswith("tu-") and tag is not None:
             tag = True  # timm picks the pretrained tag from the name ("tu-resnet18.a1_in1k")
+        if tag is not None:
+            use_cache_if_offline()  # smp and timm download from the Hub: unreachable, fail at once from the cache
         try:
             self.body = smp.encoders.get_encoder(
                 name, in_channels=in_channels, depth=depth, weights=tag, output_stride=output_stride, **kwargs

@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from zoo.hub import use_cache_if_offline
+
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``.safetensors`` file or a ``torch.save`` file (plain state dict or ``{"state_dict": ...}``).
@@ -56,6 +58,7 @@ def fetch_timm_state_dict(timm_name: str, weights: str | Path) -> dict[str, torc
         return from_features_only(load_state_dict_file(weights))
     import timm
 
+    use_cache_if_offline()  # an unreachable Hub fails at once (the cache only) instead of after retries
     try:
         return timm.create_model(timm_name, pretrained=True).state_dict()
     except Exception as err:  # noqa: BLE001 - offline, no Hub access, missing cache: all mean the same here
