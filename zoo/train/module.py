@@ -12,7 +12,6 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 from torch.optim.lr_scheduler import PolynomialLR
 
-import zoo.convert  # noqa: F401  (registers published weights, "deeplab-tf:NAME", for init_from)
 from zoo.checkpoint import load_matching, model_meta
 from zoo.data.io import IGNORE_INDEX, voc_palette
 from zoo.data.stats import class_stats
