@@ -7,7 +7,10 @@ need to know which encoder they feed.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import inspect
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -223,6 +226,45 @@ def build_model(
     if semantics != "zoo":  # the default is left out: build_args list what differs from it
         model.build_args["semantics"] = semantics
     return model
+
+
+NET_EXCLUDED = ("num_classes", "weights")  # the data's, and a whole published model (init_from covers it)
+
+
+def _net_section() -> type:
+    """A frozen dataclass of :func:`build_model`'s arguments but ``num_classes`` and ``weights``, generated from its
+    signature (its docstring stays the one reference); ``**decoder_kwargs`` becomes the field ``decoder_kwargs``."""
+    hints = typing.get_type_hints(build_model, localns={"Semantics": Semantics})
+    fields: list[Any] = [
+        (name, hints[name], dataclasses.field(default=param.default))
+        for name, param in inspect.signature(build_model).parameters.items()
+        if name not in NET_EXCLUDED and param.kind is not param.VAR_KEYWORD
+    ]
+    fields.append(("decoder_kwargs", dict[str, Any] | None, dataclasses.field(default=None)))
+    net = dataclasses.make_dataclass("Net", fields, frozen=True)
+    net.__module__ = __name__  # jsonargparse and pickle find it as zoo.models.Net
+    net.__doc__ = "The network of a training run: :func:`build_model`'s arguments but num_classes and weights."
+    return net
+
+
+Net = _net_section()
+
+
+def build_net(net: Any, num_classes: int) -> SegmentationModel:
+    """:func:`build_model` from a :data:`Net` (or a dict of its fields) and the data's ``num_classes``.
+
+    Raises:
+        ValueError: ``net`` names an argument that is not one of :data:`Net`'s fields (the closest is named).
+    """
+    args = dataclasses.asdict(net) if dataclasses.is_dataclass(net) else dict(net or {})
+    valid = [f.name for f in dataclasses.fields(Net)]
+    for name in args:
+        if name not in valid:
+            match = difflib.get_close_matches(name, valid, n=1)
+            hint = f"; did you mean net.{match[0]}?" if match else f"; valid: {', '.join(valid)}"
+            raise ValueError(f"net.{name} is not an argument of build_model{hint}")
+    decoder_kwargs = args.pop("decoder_kwargs", None) or {}
+    return build_model(**args, num_classes=num_classes, **decoder_kwargs)
 
 
 def _published(

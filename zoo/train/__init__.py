@@ -1,4 +1,9 @@
-"""Training with PyTorch Lightning: the LightningModule and the LightningDataModule."""
+"""Training with PyTorch Lightning: the LightningModule, the LightningDataModule and the run (:func:`build_run`)."""
+
+import logging
+
+# torch warns at import of its C++ extension helper that a CPU machine has no CUDA runtime: not the user's concern
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 from zoo.train.datamodule import SegmentationDataModule
 from zoo.train.module import SegmentationModule
