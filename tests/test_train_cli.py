@@ -26,7 +26,7 @@ def test_a_config_typo_names_the_file_and_the_closest_key(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "typo.yaml").write_text("model:\n  encodr: xception65\n")
     assert main(["train", "fit", "--config", "quickstart", "--config", "typo.yaml"]) == 2
-    assert "typo.yaml: model.encodr is not a setting; did you mean model.encoder?" in capsys.readouterr().err
+    assert "typo.yaml: model.encodr is not a setting; did you mean model.net.encoder?" in capsys.readouterr().err
     (tmp_path / "section.yaml").write_text("trainr:\n  max_steps: 1\n")
     assert main(["train", "fit", "--config=section.yaml"]) == 2
     assert "section.yaml: unknown section 'trainr'; did you mean trainer?" in capsys.readouterr().err

@@ -51,8 +51,10 @@ def check_flags(argv: list[str]) -> None:
         try:
             check_key(key, "command line")
         except ValueError as error:
-            raise ValueError(str(error).replace(" model.", " --model.").replace(" data.", " --data.")
-                             .replace(" trainer.", " --trainer.").replace(": " + key, ": --" + key)) from None  # fmt: skip
+            text = str(error).replace(": " + key, ": --" + key)
+            for section in ("model", "data", "trainer"):
+                text = text.replace(f" {section}.", f" --{section}.")
+            raise ValueError(text) from None
 
 
 def shipped_configs() -> list[str]:

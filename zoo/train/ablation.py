@@ -19,8 +19,9 @@ Each run is a ``zoo train fit`` run assembled by :func:`zoo.train.run.build_run`
 ``--config``, variant, budget) in ``OUTPUT/runs/<variant>/seed<k>/``, with every guarantee of ``zoo train``: a
 :class:`Recorder` callback appends one row per validation to its ``metrics.csv``; ``checkpoints/last.ckpt`` is
 written at every validation and when SIGTERM or SIGINT stops the run (atomically, finite weights only, with the
-random state), so the same command started again resumes each run where it stopped and skips the finished ones. ``OUTPUT/results.csv`` gathers every row; ``OUTPUT/miou_vs_steps.png``
-draws validation mIoU against steps as the Xception paper's Fig. 9/10 (mean and spread over seeds),
+random state), so the same command started again resumes each run where it stopped and skips the finished ones.
+``OUTPUT/results.csv`` gathers every row; ``OUTPUT/miou_vs_steps.png`` draws validation mIoU against steps as the
+Xception paper's Fig. 9/10 (mean and spread over seeds),
 ``OUTPUT/miou_vs_cost.png`` final mIoU against parameters and MACs.
 """
 

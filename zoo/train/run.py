@@ -82,7 +82,7 @@ class SegmentationCLI(LightningCLI):
             run_root = Path(config.trainer.default_root_dir or DEFAULT_ROOT) / self._run_name(config)
             found = find_last_checkpoint(run_root)
             if found is None:
-                warnings.warn(f"no {run_root}/version_*/checkpoints/last.ckpt; starting from step 0", stacklevel=1)
+                print(f"no {run_root}/version_*/checkpoints/last.ckpt; starting from step 0", file=sys.stderr)
             else:
                 check_resumable(found[1], config)
             self._resume_version, config.ckpt_path = found if found else (None, None)
