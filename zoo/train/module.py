@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
@@ -154,8 +155,21 @@ class SegmentationModule(pl.LightningModule):
                 "checkpoint written: lower model.lr or check the data"
             )
 
+    def _eval_logits(self, batch: dict[str, Any], run: Any) -> torch.Tensor:
+        """``run(images)`` on a batch; an image smaller than the batch (padded by ``PadCollate``) is run at its own
+        size, so the padding never reaches the model and scores do not depend on the batch size."""
+        images, sizes = batch["image"], batch.get("size")
+        full = torch.tensor(images.shape[-2:], device=images.device)
+        if sizes is None or bool((sizes.to(images.device) == full).all()):
+            return run(images)
+        outs = []
+        for image, (h, w) in zip(images, sizes.tolist(), strict=True):
+            logits = run(image[None, :, :h, :w])
+            outs.append(F.pad(logits, (0, images.shape[-1] - w, 0, images.shape[-2] - h)))
+        return torch.cat(outs)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self.model(batch["image"])
+        logits = self._eval_logits(batch, self.model)
         self.log("val_loss", self._loss(logits, batch["mask"]), sync_dist=True, batch_size=len(logits))
         preds = logits.argmax(1)
         self.val_confusion.update(preds, batch["mask"])
@@ -166,7 +180,7 @@ class SegmentationModule(pl.LightningModule):
         self.val_scores = self._log_scores(self.val_confusion, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = infer_logits(self.model, batch["image"], **(self.hparams.tta or {}))
+        logits = self._eval_logits(batch, lambda x: infer_logits(self.model, x, **(self.hparams.tta or {})))
         self.test_confusion.update(logits.argmax(1), batch["mask"])
 
     def on_test_epoch_end(self) -> None:
