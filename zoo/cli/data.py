@@ -43,6 +43,7 @@ def add_arguments(data: argparse.ArgumentParser) -> None:
     )
     check.add_argument("--sbd-root", type=Path, help="voc: SBD's dataset folder for the train_aug split")
     _add_mask_options(check)
+    _add_layout_options(check)
     check.set_defaults(data_func=run_check)
 
     stats = commands.add_parser("stats", help="per-class pixel and image frequencies, median-frequency weights")
@@ -68,6 +69,18 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduce-zero-label", action="store_true", help="stored 0 is unlabelled (folder dataset)")
 
 
+# folder layout options, as training's --data.dataset_kwargs.NAME (MMSegmentation's names)
+LAYOUT_OPTIONS = {"img_dir": str, "ann_dir": str, "img_suffix": str, "seg_map_suffix": str, "ignore_index": int}
+
+
+def _add_layout_options(parser: argparse.ArgumentParser) -> None:
+    for name, kind in LAYOUT_OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(
+            flag, type=kind, default=None, help=f"folder dataset: {name} (--data.dataset_kwargs.{name})"
+        )
+
+
 def _mapping(text: str) -> dict[int, int]:
     try:
         return {int(k): int(v) for k, v in (pair.split(":") for pair in text.split(","))}
@@ -81,6 +94,9 @@ def _mask_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["mask_values"] = args.mask_values
     if args.reduce_zero_label:
         kwargs["reduce_zero_label"] = True
+    for name in LAYOUT_OPTIONS:
+        if getattr(args, name, None) is not None:
+            kwargs[name] = getattr(args, name)
     return kwargs
 
 

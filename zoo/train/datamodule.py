@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from zoo.data import DATASETS, build_dataset
-from zoo.data.check import check_split
+from zoo.data.check import check_split, convention_problems
 from zoo.data.io import IGNORE_INDEX, voc_palette
 from zoo.data.sampler import ResumableSampler, SeededDraws
 from zoo.data.shapes import ShapesDataset, check_shapes_root, ensure_shapes
@@ -153,8 +153,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         """``dataset`` after reading each of its files once (``check_data``); raises naming every bad file."""
         if not self.hparams.check_data or not hasattr(dataset, "load"):
             return dataset
-        _, _, problems = check_split(dataset, workers=max(2, self.hparams.num_workers))
-        if problems:
+        _, pixels, problems = check_split(dataset, workers=max(2, self.hparams.num_workers))
+        if not problems and split == self.hparams.train_split:  # e.g. 0/255 binary masks: class 1 never trains
+            problems = convention_problems(pixels, list(dataset.classes), self.ignore_index)
             shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
             raise ValueError(f"{self.hparams.dataset} split {split!r}: {len(problems)} bad item(s): {shown}")
         return dataset
