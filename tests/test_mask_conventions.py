@@ -20,7 +20,6 @@ from zoo.data.files import remap_labels
 from zoo.data.io import read_mask, voc_palette, write_mask
 from zoo.data.stats import class_stats
 
-
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
 
 

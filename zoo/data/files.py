@@ -17,7 +17,6 @@ from torch.utils.data import Dataset
 
 from zoo.data.io import IGNORE_INDEX, read_image, read_mask, voc_palette
 
-
 LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")  # mask formats whose compression changes labels
 
 
