@@ -399,6 +399,10 @@ def test_sigint_saves_at_the_current_step_and_exits_non_zero(tmp_path):
     result = train_process(tmp_path, config, *signal_at(3, 2))
     assert result.returncode == 1, result.stderr[-2000:]
     assert run_state(tmp_path)["step"] == 3
+    last = Path("runs", "tiny", "version_0", "checkpoints", "last.ckpt")
+    assert f"zoo train: stopped by Ctrl-C; {last} saved; resume with the same command and --ckpt_path last" in (
+        result.stderr
+    )
 
 
 def test_resume_finds_nothing_and_starts_fresh(tmp_path, monkeypatch, capsys):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import re
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch import nn
 
 from zoo.decoders import DECODERS
 from zoo.decoders.auxiliary import build_aux_head
-from zoo.encoders import build_encoder
+from zoo.encoders import ENCODERS, build_encoder
 from zoo.encoders.base import Encoder
 from zoo.encoders.xception_aligned import SPECS as ALIGNED_SPECS
 from zoo.hub import HubMixin
@@ -264,7 +265,38 @@ def build_net(net: Any, num_classes: int) -> SegmentationModel:
             hint = f"; did you mean net.{match[0]}?" if match else f"; valid: {', '.join(valid)}"
             raise ValueError(f"net.{name} is not an argument of build_model{hint}")
     decoder_kwargs = args.pop("decoder_kwargs", None) or {}
-    return build_model(**args, num_classes=num_classes, **decoder_kwargs)
+    try:
+        return build_model(**args, num_classes=num_classes, **decoder_kwargs)
+    except TypeError as error:  # e.g. encoder_kwargs={"widht": 0.25}: one line naming the closest argument
+        match = _UNEXPECTED.search(str(error))
+        unexpected = match[1] if match else None
+        if unexpected is None or unexpected not in (args.get("encoder_kwargs") or {}):
+            raise
+        valid = encoder_arguments(args.get("encoder", "xception65"))
+        close = difflib.get_close_matches(unexpected, valid, n=1)
+        hint = f"; did you mean {close[0]}?" if close else f"; valid: {', '.join(valid)}" if valid else ""
+        raise ValueError(
+            f"net.encoder_kwargs: {unexpected!r} is not an argument of encoder {args.get('encoder')!r}{hint}"
+        ) from None
+
+
+_UNEXPECTED = re.compile(r"got an unexpected keyword argument '(\w+)'")
+_BUILD_ARGS = ("output_stride", "weights", "in_channels")  # what build_encoder passes itself
+
+
+def encoder_arguments(encoder: str) -> list[str]:
+    """The ``encoder_kwargs`` names a zoo encoder takes: its builder's and its class's keyword arguments."""
+    if encoder not in ENCODERS:
+        return []
+    builder = ENCODERS.get(encoder)
+    func = getattr(builder, "func", builder)
+    names = [n for n, p in inspect.signature(builder).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    returned = inspect.signature(func).return_annotation
+    cls = func.__globals__.get(returned) if isinstance(returned, str) else returned
+    if inspect.isclass(cls):
+        params = inspect.signature(cls.__init__).parameters.items()
+        names += [n for n, p in params if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    return sorted(set(names) - set(_BUILD_ARGS))
 
 
 def _published(

@@ -154,10 +154,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         if not self.hparams.check_data or not hasattr(dataset, "load"):
             return dataset
         _, pixels, problems = check_split(dataset, workers=max(2, self.hparams.num_workers))
-        if not problems and split == self.hparams.train_split:  # e.g. 0/255 binary masks: class 1 never trains
-            problems = convention_problems(pixels, list(dataset.classes), self.ignore_index)
+        if problems:
             shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
             raise ValueError(f"{self.hparams.dataset} split {split!r}: {len(problems)} bad item(s): {shown}")
+        if split == self.hparams.train_split:  # e.g. 0/255 binary masks: class 1 would never train
+            for problem in convention_problems(pixels, list(dataset.classes), self.ignore_index):
+                raise ValueError(f"{self.hparams.dataset} split {split!r}: {problem}")
         return dataset
 
     def _processes(self) -> tuple[int, int]:
