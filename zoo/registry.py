@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -77,6 +77,36 @@ class WeightSource(Protocol):
 
     def encoder_state(self, weights: str, encoder: str) -> dict[str, Any]:
         """The state dict of a published backbone for the zoo encoder ``encoder``."""
+        ...
+
+
+@runtime_checkable
+class SegmentationDataset(Protocol):
+    """What training, ``zoo data`` and evaluation need of a dataset (every entry of ``zoo.data.DATASETS``).
+
+    Built as ``DATASETS.get(name)(root=..., split=..., transform=..., **dataset_kwargs)``; items are dicts with
+    ``image`` (H×W×3 uint8 RGB, or the transform's output), ``mask`` (H×W class ids, ``ignore_index`` left out) and
+    ``name``.
+    """
+
+    classes: list[str]  # class names in id order
+    palette: list[tuple[int, int, int]]  # one RGB colour per class
+    num_classes: int
+    ignore_index: int  # the mask value left out of the loss and the metrics
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Item ``index`` with the transform applied."""
+        ...
+
+    def load(self, index: int) -> dict[str, Any]:
+        """Item ``index`` without the transform, checked (``zoo data check`` and training read every item once)."""
+        ...
+
+    @classmethod
+    def find_splits(cls, root: Any, **kwargs: Any) -> list[Any]:
+        """The splits present under ``root`` (``zoo data check`` without ``--split``)."""
         ...
 
 

@@ -122,7 +122,7 @@ def run_check(args: argparse.Namespace) -> int:
     if args.root is None or not Path(args.root).is_dir():
         console.print(f"[red]--root: folder not found: {args.root}")
         return 1
-    splits = args.split or (cls.find_splits(**kwargs) if hasattr(cls, "find_splits") else [])
+    splits = args.split or cls.find_splits(**kwargs)
     if not splits:
         console.print(f"[red]{args.dataset}: no splits found under {args.root}")
         return 1

@@ -151,7 +151,7 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def _checked(self, split: str, dataset: Any) -> Any:
         """``dataset`` after reading each of its files once (``check_data``); raises naming every bad file."""
-        if not self.hparams.check_data or not hasattr(dataset, "load"):
+        if not self.hparams.check_data:
             return dataset
         _, pixels, problems = check_split(dataset, workers=max(2, self.hparams.num_workers))
         if problems:
