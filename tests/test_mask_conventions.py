@@ -169,3 +169,17 @@ def test_data_check_takes_the_layout_options_of_training(tmp_path: Path, capsys:
     assert main([*args, "--ann-dir", "labels", "--seg-map-suffix", "_mask.png"]) == 0
     assert "ok" in capsys.readouterr().out
     assert main(args) == 1  # the default layout finds no masks
+
+
+def test_voc_colour_masks_map_the_boundary_colour_to_ignore(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A VOC colour mask (as SegmentationClass PNGs look in RGB): class colours plus the cream boundary."""
+    palette = voc_palette(21)
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[1:5, 1:5] = palette[15]  # person
+    rgb[0, :] = (224, 224, 192)  # the boundary colour
+    (tmp_path / "colour").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "colour" / "2007_000032.png")
+    args = ["data", "convert-colour-masks", "--input", str(tmp_path / "colour"), "--output", str(tmp_path / "index")]
+    assert main([*args, "--palette", "voc"]) == 0
+    index = read_mask(tmp_path / "index" / "2007_000032.png")
+    assert (index[0] == 255).all() and (index[1:5, 1:5] == 15).all() and index[5, 5] == 0

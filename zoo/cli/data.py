@@ -12,7 +12,7 @@ from rich.table import Table
 
 from zoo.data import DATASETS, build_dataset
 from zoo.data.check import check_split, convention_problems
-from zoo.data.colour import colour_to_index, named_palette
+from zoo.data.colour import IGNORE_COLOURS, colour_to_index, named_palette
 from zoo.data.io import IGNORE_INDEX, read_image, write_mask
 from zoo.data.shapes import write_shapes
 from zoo.data.stats import class_stats
@@ -189,7 +189,8 @@ def run_convert_colours(args: argparse.Namespace) -> int:
     if args.output.is_dir() and any(args.output.iterdir()) and not args.force:
         raise ValueError(f"--output {args.output} is not empty; pass --force to write into it")
     for path in sources:
-        index = colour_to_index(read_image(path), palette, args.unknown, str(path))
+        ignore = IGNORE_COLOURS.get(args.palette, [])
+        index = colour_to_index(read_image(path), palette, args.unknown, str(path), ignore_colours=ignore)
         write_mask(args.output / path.name, index, palette)
     print(f"wrote {len(sources)} index masks ({len(palette)} classes) to {args.output}")
     return 0
