@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -337,3 +338,25 @@ def test_demo_writes_shapes_trains_and_draws_overlays(tmp_path, monkeypatch, cap
     miou = float(last.split()[3])
     assert 0.0 <= miou <= 1.0
     assert list(Path("runs/quickstart").glob("version_0/checkpoints/*.ckpt"))
+
+
+@pytest.mark.slow
+def test_demo_in_a_real_process_prints_no_noise_and_progress_lines(tmp_path):
+    """zoo demo, output to a pipe: no TensorFlow/absl/CUDA_HOME lines or Lightning tips, progress with an ETA."""
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml").read_text())
+    config["trainer"].update(val_check_interval=2)
+    config["model"]["net"]["encoder_kwargs"] = {"width": 0.125}
+    config["data"].update(crop_size=48, batch_size=2, val_batch_size=2)
+    config["data"]["write_shapes_if_missing"] = {"num_train": 4, "num_val": 2, "seed": 0, "size": 48}
+    (tmp_path / "quickstart.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    argv = [sys.executable, "-m", "zoo", "demo", "--config", "quickstart.yaml", "--num-overlays", "1",
+            "--trainer.max_steps", "4"]  # fmt: skip
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for noise in ("oneDNN", "absl", "CUDA_HOME", "Tip:", "GPU available", "TPU available", "tensorflow"):
+        assert noise not in done.stderr + done.stdout, noise
+    progress = [line for line in done.stderr.splitlines() if line.startswith("step ")]
+    assert progress[-1].startswith("step 4/4 (100%)") and "s/step | ETA " in progress[-1]
+    assert done.stdout.strip().splitlines()[-1].startswith("demo: validation mIoU ")
