@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--config: no such file: {args.config}")
     if "OMP_NUM_THREADS" not in os.environ:  # one thread: two OpenMP threads beside any other job stall each other
         torch.set_num_threads(1)
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)  # no banner or tips
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # no banner, tips or seed line before the first step
     start = time.perf_counter()
     cli = cli_main(["fit", "--config", str(args.config), *args.overrides])
     trainer, module, data = cli.trainer, cli.model, cli.datamodule

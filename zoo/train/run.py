@@ -219,8 +219,11 @@ def build_run(args: list[str], run: bool = True, loggers: bool = True) -> Segmen
         loggers: TensorBoard and CSV logs in the run folder (a study records its own rows instead).
     """
     _tensorboard_without_tensorflow()
-    # TensorBoard and CSV logs share one version folder; the CSV logger warns that it is not empty.
+    # TensorBoard and CSV logs share one version folder; the CSV logger warns that it is not empty. Arguments come
+    # from zoo's own command line (LightningCLI warns that sys.argv differs); torch's pytree deprecation is Lightning's.
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     logger = [
         {"class_path": f"pytorch_lightning.loggers.{name}", "init_args": {"save_dir": DEFAULT_ROOT, "name": None}}
         for name in ("TensorBoardLogger", "CSVLogger")
