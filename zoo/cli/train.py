@@ -1,16 +1,12 @@
 """``zoo train`` / ``train.py``: training, validation and testing from YAML configs with Lightning's LightningCLI.
 
-Every argument of :class:`~zoo.train.module.SegmentationModule` (``model.*``),
-:class:`~zoo.train.datamodule.SegmentationDataModule` (``data.*``) and the Trainer (``trainer.*``) can be set
-from YAML (``--config``, several compose) or the command line. ``data.num_classes``, ``data.class_names`` and
-``data.palette`` are linked to the model's arguments, so they are written only once (the data knows them).
-
-A run writes everything (logs, checkpoints, plots) under ``--trainer.default_root_dir`` (default ``runs``), in
-``<name>/version_N`` where the name is the last ``--config`` file's stem. ``last.ckpt`` is written every
-``--last_checkpoint.every_n_train_steps`` optimizer steps whatever the score, the best-mIoU checkpoint after each
-validation (``checkpoint.*``). ``--ckpt_path last`` resumes the newest run of the same name in its own folder.
-Checkpoints are read with ``weights_only=True`` and written atomically (:mod:`zoo.train.checkpointing`). SIGTERM
-and SIGINT save ``last.ckpt`` at the current step and exit non-zero (143 and 1); user errors are one line, exit 2.
+The run is assembled by :func:`zoo.train.run.build_run` (links, checkpoints, callbacks, run folder, resuming);
+this module speaks flags: it resolves shipped config names, checks every ``--config`` key and ``--section.key`` flag
+before anything runs (one line naming the new or closest key), and turns the outcome into an exit code. A run
+writes under ``--trainer.default_root_dir`` (default ``runs``), in ``<name>/version_N`` where the name is the last
+``--config`` file's stem; ``--ckpt_path last`` resumes the newest matching run of that name. SIGTERM and SIGINT save
+``last.ckpt`` at the current step, say where it is, and exit non-zero (143 and 1); user errors are one line, exit 2,
+and a failed run leaves no empty ``version_N`` folder.
 """
 
 from __future__ import annotations
