@@ -132,6 +132,7 @@ def folder_config(tmp_path: Path, root: Path, **dataset_kwargs) -> Path:
     return path
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_training_on_0_255_binary_masks_is_refused_before_the_first_step(tmp_path: Path) -> None:
     """The user's step in a real process: zoo train fit on 0/255 masks exits 2 with the mask_values fix."""
     binary_folder(tmp_path / "data")

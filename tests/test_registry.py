@@ -59,6 +59,7 @@ def test_registries_are_independent():
     assert "x" in a and "x" not in b
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_a_published_weight_prefix_imports_its_provider_on_first_lookup():
     """A fresh interpreter that imports only zoo.models finds "deeplab-tf:NAME" (its provider is imported then)."""
     import subprocess

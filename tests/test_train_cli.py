@@ -52,6 +52,7 @@ def zoo_process(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=300, env=ENV)  # fmt: skip
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_a_flag_typo_is_one_line_with_the_closest_flag_in_a_real_process(tmp_path: Path) -> None:
     done = zoo_process(tmp_path, "train", "fit", "--config", "quickstart", "--model.encodr", "xception41")
     assert done.returncode == 2
@@ -98,6 +99,7 @@ def shapes_config(tmp_path: Path, root: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # two runs
 def test_ckpt_path_last_refuses_a_run_on_other_data_and_leaves_it_untouched(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "fit", "--config", str(shapes_config(tmp_path, tmp_path / "a"))]) == 0

@@ -157,9 +157,14 @@ class SegmentationDataModule(pl.LightningDataModule):
         if problems:
             shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
             raise ValueError(f"{self.hparams.dataset} split {split!r}: {len(problems)} bad item(s): {shown}")
-        if split == self.hparams.train_split:  # e.g. 0/255 binary masks: class 1 would never train
-            for problem in convention_problems(pixels, list(dataset.classes), self.ignore_index):
-                raise ValueError(f"{self.hparams.dataset} split {split!r}: {problem}")
+        labelled = {v for v, n in pixels.items() if n and v != self.ignore_index}
+        if split == self.hparams.train_split and len(dataset.classes) > 1 and labelled <= {0}:
+            # only class 0 and "ignore" in the whole split (0/255 binary masks): nothing but class 0 would train
+            problem = next(
+                iter(convention_problems(pixels, list(dataset.classes), self.ignore_index, share=0.0)),
+                (f"only class 0 ({dataset.classes[0]!r}) occurs in the masks; check the mask files or mask_values"),
+            )
+            raise ValueError(f"{self.hparams.dataset} split {split!r}: {problem}")
         return dataset
 
     def _processes(self) -> tuple[int, int]:
