@@ -29,8 +29,9 @@ lint: install
 	$(PY) -m ruff check zoo tests train.py benchmarks
 	$(PY) -m ruff format --check zoo tests train.py benchmarks
 
+# One OpenMP thread unless set (two threads on two cores beside any other job stall each other).
 demo: install
-	$(PY) -m zoo demo
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m zoo demo
 
 clean:
 	rm -rf $(VENV) runs lightning_logs

@@ -4,7 +4,7 @@
     python train.py fit --config configs/deeplabv3plus_xception65-os16_16x513_voc-aug.yaml --data.root DIR
     python train.py fit --config CONFIG --ckpt_path last        # resume the newest run of CONFIG in its own folder
     python train.py validate --config CONFIG --ckpt_path BEST.ckpt
-    python train.py test --config CONFIG --ckpt_path BEST.ckpt --model.test_flip true
+    python train.py test --config CONFIG --ckpt_path BEST.ckpt --model.tta "{flip: true}"
     python train.py fit --config CONFIG --print_config                                         # resolved config
 
 Mixed precision: ``--trainer.precision bf16-mixed`` (or ``16-mixed`` on GPUs). Several GPUs:

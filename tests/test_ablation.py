@@ -9,7 +9,9 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from pytorch_lightning.accelerators import CPUAccelerator
 
 from zoo.cli import main
 from zoo.train.ablation import (
@@ -21,6 +23,8 @@ from zoo.train.ablation import (
     run_study,
     summarize,
 )
+from zoo.train.checkpointing import LastCheckpoint, RNGState, ZooCheckpointIO
+from zoo.train.run import build_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,12 +37,13 @@ TINY_STUDY = {
     "config": {
         "trainer": {"accelerator": "cpu", "devices": 1},
         "model": {
-            "encoder": "xception41",
-            "decoder": "deeplabv3plus",
-            "encoder_kwargs": {"width": 0.125},
-            "decoder_kwargs": {"aspp_channels": 8, "low_level_channels": 8, "decoder_channels": 8},
-            "optimizer": "adamw",
-            "lr": 0.003,
+            "net": {
+                "encoder": "xception41",
+                "decoder": "deeplabv3plus",
+                "encoder_kwargs": {"width": 0.125},
+                "decoder_kwargs": {"aspp_channels": 8, "low_level_channels": 8, "decoder_channels": 8},
+            },
+            "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.003}},
         },
         "data": {
             "dataset": "shapes-hard",
@@ -49,7 +54,10 @@ TINY_STUDY = {
             "dataset_kwargs": {"num_images": 4, "size": 32},
         },
     },
-    "variants": {"published": {}, "no-residual": {"model": {"encoder_kwargs": {"residual": False}}}},
+    "variants": {
+        "published": {},
+        "no-residual": {"model": {"net": {"encoder_kwargs": {"width": 0.125, "residual": False}}}},
+    },
 }
 
 
@@ -101,7 +109,7 @@ def test_a_study_stopped_by_sigterm_resumes_where_it_stopped(study_file, tmp_pat
     assert main(args) == 143
     assert "the same command resumes the study" in capsys.readouterr().out
     run_dir = out / "runs" / "no-residual" / "seed0"
-    assert (run_dir / "interrupted.ckpt").is_file() and not (run_dir / "done").exists()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "done").exists()
     finished = (out / "runs" / "published" / "seed0" / "done").stat().st_mtime_ns
 
     monkeypatch.setattr(Recorder, "on_validation_end", original)
@@ -111,7 +119,7 @@ def test_a_study_stopped_by_sigterm_resumes_where_it_stopped(study_file, tmp_pat
     assert "| published |" in printed and "| no-residual |" in printed
     assert (out / "runs" / "published" / "seed0" / "done").stat().st_mtime_ns == finished
     assert [r["step"] for r in read_csv(run_dir / "metrics.csv")] == ["2", "4"]  # continued from step 2
-    assert not list(run_dir.glob("*.ckpt"))
+    assert not list(run_dir.rglob("*.ckpt"))
 
 
 def test_output_holding_something_else_is_refused(study_file, tmp_path, capsys):
@@ -133,32 +141,59 @@ def test_another_budget_in_the_same_output_is_refused(study_file, tmp_path):
     assert json.loads((tmp_path / "out" / "study.json").read_text())["steps"] == 4
 
 
-def test_a_config_is_merged_over_the_study(study_file, tmp_path):
+def assembled(study, variant, tmp_path):
+    """The run of ``variant`` as zoo ablation assembles it (build_run), without training."""
+    with torch.device("meta"):
+        return build_run(study.layers(variant, 0, tmp_path / "run"), run=False)
+
+
+def test_a_config_is_one_more_layer_over_the_study(study_file, tmp_path):
     config = tmp_path / "mine.yaml"
-    data = {"dataset": "shapes", "batch_size": 4}
-    config.write_text(yaml.safe_dump({"seed_everything": 3, "model": {"lr": 0.1}, "data": data}))
+    data = {"dataset": "shapes", "batch_size": 4, "crop_size": 32}
+    layer = {"seed_everything": 3, "model": {"optimizer": {"init_args": {"lr": 0.1}}}, "data": data}
+    config.write_text(yaml.safe_dump(layer))
     study = load_study(study_file, config=config, steps=6, seeds=3)
-    run = study.run_config("no-residual")
-    assert run["model"]["lr"] == 0.1 and run["model"]["encoder_kwargs"] == {"width": 0.125, "residual": False}
-    assert run["data"] == data  # a config's data replaces the study's
-    assert run["trainer"]["max_steps"] == 6 and run["trainer"]["val_check_interval"] == 2 and study.seeds == 3
-    assert run["trainer"]["logger"] is False and run["trainer"]["accelerator"] == "cpu"
+    cli = assembled(study, "no-residual", tmp_path)
+    assert cli.model.optimizer([torch.nn.Parameter(torch.zeros(1))]).defaults["lr"] == 0.1
+    assert cli.model.hparams.net["encoder_kwargs"] == {"width": 0.125, "residual": False}
+    assert cli.datamodule.hparams.dataset == "shapes" and cli.datamodule.hparams.dataset_kwargs is None
+    assert cli.trainer.max_steps == 6 and cli.trainer.val_check_interval == 2 and study.seeds == 3
+    assert cli.trainer.logger is None and isinstance(cli.trainer.accelerator, CPUAccelerator)
     config.write_text(yaml.safe_dump({"data": {"dataset": "voc", "root": str(tmp_path / "no-voc")}}))
     with pytest.raises(ValueError, match="variant 'published' does not build: .*no-voc"):
         load_study(study_file, config=config)  # a missing dataset is found before training
-    config.write_text(yaml.safe_dump({"ckpt_path": "x.ckpt"}))
-    with pytest.raises(
-        ValueError, match=r"mine.yaml.*reads only model, data, trainer from a config, found \['ckpt_path'"
-    ):
+    config.write_text(yaml.safe_dump({"model": {"lr": 0.1}}))
+    with pytest.raises(ValueError, match=r"mine.yaml: model.lr is now model.optimizer.init_args.lr"):
         load_study(study_file, config=config)
+
+
+def test_a_study_run_links_ignore_index_and_writes_through_the_one_writer(study_file, tmp_path):
+    """Every data → model link reaches a study's module; its checkpoints go through ZooCheckpointIO."""
+    config = tmp_path / "mine.yaml"
+    shapes = {"num_train": 4, "num_val": 2, "seed": 0, "size": 32}
+    data = {"dataset": "voc", "root": str(tmp_path / "shapes"), "write_shapes_if_missing": shapes}
+    config.write_text(yaml.safe_dump({"data": {**data, "dataset_kwargs": {"ignore_index": 7}}}))
+    cli = assembled(load_study(study_file, config=config), "published", tmp_path)
+    assert cli.model.hparams.ignore_index == 7 and cli.model.val_confusion.ignore_index == 7
+    logits, mask = torch.randn(1, cli.model.hparams.num_classes, 2, 2), torch.tensor([[[1, 7], [7, 7]]])
+    only_first = torch.nn.functional.cross_entropy(logits[:, :, :1, :1], mask[:, :1, :1])
+    assert torch.allclose(cli.model.criterion(logits, mask), only_first)  # the loss leaves the 7s out
+    io = cli.trainer.strategy.checkpoint_io
+    assert isinstance(io, ZooCheckpointIO)
+    assert any(isinstance(c, LastCheckpoint) for c in cli.trainer.callbacks)
+    assert any(isinstance(c, RNGState) for c in cli.trainer.callbacks)
+    state = {"state_dict": {"w": torch.tensor([1.0, float("nan")])}}
+    with pytest.raises(ValueError, match="non-finite weights"):
+        io.save_checkpoint(state, tmp_path / "bad.ckpt")
+    assert not (tmp_path / "bad.ckpt").exists()
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"variants": {"bad": {"model": {"encoder_kwargs": {"mid_activation": "gelu"}}}}}, "variant 'bad' does not"),
-        ({"variants": {"bad": {"model": {"lr_decay": 0.1}}}}, "variant 'bad' does not build: .*lr_decay"),
-        ({"variants": {"bad": {"trainer": {"max_stepz": 3}}}}, r"unknown trainer arguments \['max_stepz'\]"),
+        ({"variants": {"bad": {"model": {"net": {"encoder_kwargs": {"mid_activation": "gelu"}}}}}}, "'bad' does not"),
+        ({"variants": {"bad": {"model": {"lr_decay": 0.1}}}}, "variant bad: model.lr_decay is not a setting"),
+        ({"variants": {"bad": {"trainer": {"max_stepz": 3}}}}, "trainer.max_stepz is not a setting; did you mean"),
         ({"variants": {"bad": {"data": {"dataset": "shapez"}}}}, "variant 'bad' does not build: .*shapez"),
         ({"variants": {"a/b": {}}}, "variant name 'a/b' must be"),
         ({"variants": {}}, "'variants' must map at least one variant"),
@@ -189,7 +224,8 @@ def test_shipped_studies_load_and_build_every_variant(path):
 def test_shipped_studies():
     assert {p.stem for p in STUDIES} == {"xception-paper", "inception-vs-xception"}
     paper = load_study(STUDIES[[p.stem for p in STUDIES].index("xception-paper")])
-    kwargs = {v: paper.run_config(v)["model"]["encoder_kwargs"] for v in paper.variants}
+    kwargs = {v: {**paper.config["model"]["net"]["encoder_kwargs"], **paper.variants[v].get("model", {}).get(
+        "net", {}).get("encoder_kwargs", {})} for v in paper.variants}  # fmt: skip
     assert {k.get("segments", "all") for k in kwargs.values()} == {1, 4, 16, "all"}
     assert {k.get("mid_activation") for k in kwargs.values()} == {None, "relu", "elu"}
     assert {k.get("residual", True) for k in kwargs.values()} == {True, False}

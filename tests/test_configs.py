@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from zoo.cli.train import cli_main
@@ -27,7 +28,7 @@ def test_configs_exist():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_parses_and_builds(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # loggers and data paths are relative to the working directory
-    cli = cli_main(["--config", str(path), "--model.encoder_weights", "null"], run=False)
+    cli = cli_main(["--config", str(path), "--model.net.encoder_weights", "null"], run=False)
     model, data = cli.model, cli.datamodule
     assert isinstance(model, SegmentationModule) and isinstance(data, SegmentationDataModule)
     # num_classes, class names and palette come from the data (link_arguments)
@@ -36,8 +37,9 @@ def test_config_parses_and_builds(path, tmp_path, monkeypatch):
     assert cli.trainer.max_steps > 0
     match = NAME.fullmatch(path.stem)
     if match:  # a paper recipe: its name states the decoder, encoder, output stride, batch and crop
-        assert model.hparams.decoder == match["decoder"] and model.hparams.encoder == match["encoder"]
-        assert model.hparams.output_stride == int(match["os"])
+        net = model.hparams.net
+        assert net["decoder"] == match["decoder"] and net["encoder"] == match["encoder"]
+        assert net["output_stride"] == int(match["os"])
         assert data.hparams.batch_size == int(match["batch"]) and data.hparams.crop_size == int(match["crop"])
         assert data.hparams.dataset == {"voc-aug": "voc", "cityscapes": "cityscapes"}[match["data"]]
     else:
@@ -49,8 +51,10 @@ def test_config_parses_and_builds(path, tmp_path, monkeypatch):
 def test_voc_recipe_values(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = next(p for p in CONFIGS if p.stem == "deeplabv3plus_xception65-os16_16x513_voc-aug")
-    cli = cli_main(["--config", str(path), "--model.encoder_weights", "null"], run=False)
-    assert cli.model.hparams.lr == 0.007 and cli.model.hparams.optimizer == "sgd"
+    cli = cli_main(["--config", str(path), "--model.net.encoder_weights", "null"], run=False)
+    optimizer = cli.model.optimizer([torch.nn.Parameter(torch.zeros(1))])
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 0.007
+    assert optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["weight_decay"] == 4e-5
     assert cli.model.hparams.poly_power == 0.9 and cli.trainer.max_steps == 30000
     assert cli.datamodule.hparams.train_split == "train_aug" and cli.model.model.num_classes == 21
 
@@ -62,6 +66,27 @@ def test_print_config(tmp_path, monkeypatch, capsys):
         cli_main(["fit", "--config", str(path), "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["decoder"] == "deeplabv3plus"
+    assert printed["model"]["net"]["decoder"] == "deeplabv3plus"
+    assert printed["model"]["optimizer"]["class_path"] == "torch.optim.AdamW"
     assert printed["checkpoint"]["monitor"] == "val_miou"
     assert "/" not in printed["checkpoint"]["filename"]
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ({"encoder": "xception65"}, "model.encoder is now model.net.encoder"),
+        ({"lr": 0.01}, "model.lr is now model.optimizer.init_args.lr"),
+        ({"optimizer": "adamw"}, "model.optimizer adamw is now model.optimizer.class_path torch.optim.AdamW"),
+        ({"test_flip": True}, "model.test_flip is now model.tta.flip"),
+        ({"net": {"encodr": "xception65"}}, "model.net.encodr is not a setting; did you mean model.net.encoder?"),
+    ],
+)
+def test_a_config_with_old_keys_fails_in_one_line_naming_the_new_key(tmp_path, capsys, model, message):
+    from zoo.cli import main
+
+    config = tmp_path / "old.yaml"
+    config.write_text(yaml.safe_dump({"model": model}))
+    assert main(["train", "fit", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"zoo train: error: {config}: {message}"

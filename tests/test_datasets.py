@@ -388,3 +388,35 @@ def test_folder_bad_inputs(tmp_path):
     data = zoo.build_dataset("folder", root=root, split=None)
     _error(ValueError, re.escape(f"mask {root / 'masks' / 'y.png'}: values 2 outside {{0..1, 255}}"),
            data.__getitem__, 1)  # fmt: skip
+
+
+def test_every_registered_dataset_satisfies_the_declared_contract(tmp_path):
+    """zoo.registry.SegmentationDataset: what training and zoo data rely on, for every entry of DATASETS."""
+    from zoo.data import DATASETS
+    from zoo.data.shapes import write_shapes
+    from zoo.registry import SegmentationDataset
+
+    write_shapes(tmp_path / "voc", num_train=2, num_val=1, size=32)
+    make_cityscapes(tmp_path / "cityscapes", {"train": ["aachen_000000_000019"]})
+    (tmp_path / "folder" / "images").mkdir(parents=True)
+    (tmp_path / "folder" / "masks").mkdir()
+    (tmp_path / "folder" / "classes.txt").write_text("\ufeff# my classes\nsky\nground\n")  # a BOM and a comment
+    Image.fromarray(_image(8, 8)).save(tmp_path / "folder" / "images" / "a.png")
+    Image.fromarray(_mask(8, 8, 2)).save(tmp_path / "folder" / "masks" / "a.png")
+    built = {
+        "shapes": zoo.build_dataset("shapes", split="val", num_images=2, size=32),
+        "shapes-hard": zoo.build_dataset("shapes-hard", split="val", num_images=2, size=32),
+        "voc": zoo.build_dataset("voc", root=tmp_path / "voc", split="train"),
+        "cityscapes": zoo.build_dataset("cityscapes", root=tmp_path / "cityscapes", split="train"),
+        "folder": zoo.build_dataset("folder", root=tmp_path / "folder", split=None),
+    }
+    assert set(built) == set(DATASETS.names())
+    for name, dataset in built.items():
+        assert isinstance(dataset, SegmentationDataset), name
+        assert len(dataset.classes) == dataset.num_classes == len(dataset.palette), name
+        item = dataset.load(0)
+        assert item["image"].dtype == np.uint8 and item["image"].shape[:2] == item["mask"].shape, name
+        assert set(np.unique(item["mask"]).tolist()) <= {*range(dataset.num_classes), dataset.ignore_index}, name
+        root = {"shapes": None, "shapes-hard": None}.get(name, tmp_path / name)
+        assert isinstance(DATASETS.get(name).find_splits(root=root), list), name
+    assert built["folder"].classes == ["sky", "ground"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,7 @@ from zoo.cli.train import cli_main
 from zoo.metrics import confusion_matrix_metric, scores_from_confusion
 from zoo.train import SegmentationDataModule, SegmentationModule
 
-TINY_MODEL = dict(encoder="xception65", decoder="deeplabv3plus", encoder_kwargs={"width": 0.125})
+TINY_MODEL = dict(net={"encoder": "xception65", "decoder": "deeplabv3plus", "encoder_kwargs": {"width": 0.125}})
 
 
 def tiny_data(**kwargs) -> SegmentationDataModule:
@@ -155,7 +156,7 @@ def test_augmentation_is_reproducible_from_the_global_seed_with_workers():
 def test_fast_dev_run_on_shapes(tmp_path):
     pl.seed_everything(0, workers=True)
     data = tiny_data()
-    module = tiny_module(data, aux_head=True)
+    module = tiny_module(data, net={**TINY_MODEL["net"], "aux_head": True})
     trainer = tiny_trainer(tmp_path, fast_dev_run=True)
     trainer.fit(module, datamodule=data)
     assert trainer.state.finished
@@ -170,13 +171,13 @@ def test_fast_dev_run_on_shapes(tmp_path):
 def test_deeplab_tf_semantics_from_the_cli_and_a_training_step(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
-    cli = cli_main(["--config", str(config), "--model.semantics", "deeplab-tf"], run=False)
+    cli = cli_main(["--config", str(config), "--model.net.semantics", "deeplab-tf"], run=False)
     model = cli.model.model
     assert model.semantics == "deeplab-tf" and model.build_args["semantics"] == "deeplab-tf"
     assert model.decoder.align_corners and any(getattr(m, "raw_tap", False) for m in model.encoder.modules())
     pl.seed_everything(0)
     data = tiny_data()
-    module = tiny_module(data, semantics="deeplab-tf")
+    module = tiny_module(data, net={**TINY_MODEL["net"], "semantics": "deeplab-tf"})
     before = [p.detach().clone() for p in module.model.parameters()]
     trainer = tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0)
     trainer.fit(module, datamodule=data)
@@ -189,7 +190,7 @@ def test_deeplab_tf_semantics_from_the_cli_and_a_training_step(tmp_path, monkeyp
 def test_checkpoint_stores_zoo_meta(tmp_path):
     pl.seed_everything(0)
     data = tiny_data()
-    module = tiny_module(data, optimizer="adamw", lr=1e-3)
+    module = tiny_module(data, optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3))
     trainer = tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0)
     trainer.fit(module, datamodule=data)
     path = tmp_path / "model.ckpt"
@@ -229,7 +230,7 @@ def test_resume_continues_global_step_and_poly_lr(tmp_path):
     def run(folder, ckpt_path=None, **trainer_kwargs):
         pl.seed_everything(0)
         data = tiny_data(dataset_kwargs={"size": 48, "num_images": 8})
-        module = tiny_module(data, lr=lr)
+        module = tiny_module(data, optimizer=lambda p, lr=lr: torch.optim.SGD(p, lr=lr, momentum=0.9))
         record = RecordLR()
         trainer = tiny_trainer(folder, max_steps=total, limit_val_batches=0, **trainer_kwargs)
         trainer.callbacks.append(record)
@@ -264,7 +265,8 @@ DDP_SCRIPT = textwrap.dedent(
     pl.seed_everything(0)
     data = SegmentationDataModule(dataset="shapes", crop_size=48, val_batch_size=1, num_workers=0,
                                   dataset_kwargs={"size": 48, "num_images": 6})
-    module = SegmentationModule(encoder="xception65", decoder="deeplabv3plus", encoder_kwargs={"width": 0.125},
+    module = SegmentationModule(net={"encoder": "xception65", "decoder": "deeplabv3plus",
+                                     "encoder_kwargs": {"width": 0.125}},
                                 num_classes=data.num_classes, class_names=data.class_names)
     trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
                          logger=False, enable_progress_bar=False, enable_model_summary=False,
@@ -310,15 +312,18 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path):
 def test_demo_writes_shapes_trains_and_draws_overlays(tmp_path, monkeypatch, capsys):
     """The demo end to end on a shrunken quickstart config: files in VOC layout, training, overlays."""
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml").read_text())
-    config["trainer"].update(max_steps=2, val_check_interval=2, enable_progress_bar=False)
-    config["model"]["encoder_kwargs"] = {"width": 0.125}
+    config["trainer"].update(val_check_interval=2)
+    config["model"]["net"]["encoder_kwargs"] = {"width": 0.125}
     config["data"].update(crop_size=48, batch_size=2, val_batch_size=2)
     config["data"]["write_shapes_if_missing"] = {"num_train": 4, "num_val": 2, "seed": 0, "size": 48}
     path = tmp_path / "quickstart.yaml"  # runs are named after the config file
     path.write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
 
-    assert main(["demo", "--config", str(path), "--output", "overlays", "--num-overlays", "2"]) == 0
+    argv = ["demo", "--config", str(path), "--output", "overlays", "--num-overlays", "2", "--trainer.max_steps", "2"]
+    assert main(argv) == 0  # a zoo train fit override passes through
+    printed = capsys.readouterr()
+    assert "step 2/2 (100%)" in printed.err  # progress lines when the output is not a terminal
     root = Path(config["data"]["root"])
     assert (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split() == [
         "shapes_val_00000",
@@ -328,8 +333,33 @@ def test_demo_writes_shapes_trains_and_draws_overlays(tmp_path, monkeypatch, cap
     assert [p.name for p in strips] == ["shapes_val_00000.png", "shapes_val_00001.png"]
     strip = np.asarray(Image.open(strips[0]))
     assert strip.shape[0] > 48 and strip.shape[1:] == (3 * 48, 3)  # image | truth | prediction above a legend
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    last = printed.out.strip().splitlines()[-1]
     assert last.startswith("demo: validation mIoU ") and "overlays" in last
     miou = float(last.split()[3])
     assert 0.0 <= miou <= 1.0
     assert list(Path("runs/quickstart").glob("version_0/checkpoints/*.ckpt"))
+
+
+@pytest.mark.slow
+def test_demo_in_a_real_process_prints_no_noise_and_progress_lines(tmp_path):
+    """zoo demo, output to a pipe: no TensorFlow/absl/CUDA_HOME lines or Lightning tips, progress with an ETA."""
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml").read_text())
+    config["trainer"].update(val_check_interval=2, log_every_n_steps=1)
+    config["model"]["net"]["encoder_kwargs"] = {"width": 0.125}
+    config["data"].update(crop_size=48, batch_size=2, val_batch_size=2)
+    config["data"]["write_shapes_if_missing"] = {"num_train": 4, "num_val": 2, "seed": 0, "size": 48}
+    (tmp_path / "quickstart.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    argv = [sys.executable, "-m", "zoo", "demo", "--config", "quickstart.yaml", "--num-overlays", "1",
+            "--trainer.max_steps", "4"]  # fmt: skip
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    noises = ("oneDNN", "absl", "CUDA_HOME", "Tip:", "GPU available", "TPU available", "tensorflow", "Seed set",
+              "LightningCLI's args", "LeafSpec")  # fmt: skip
+    for noise in noises:
+        assert noise not in done.stderr + done.stdout, noise
+    progress = [line for line in done.stderr.splitlines() if line.startswith("step ")]
+    assert done.stderr.splitlines()[0].startswith("step "), done.stderr[:2000]  # the first line is progress
+    assert progress[-1].startswith("step 4/4 (100%)") and "s/step | ETA " in progress[-1]
+    assert done.stdout.strip().splitlines()[-1].startswith("demo: validation mIoU ")

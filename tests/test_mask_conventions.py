@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 import zoo
@@ -15,6 +19,8 @@ from zoo.data.colour import colour_to_index
 from zoo.data.files import remap_labels
 from zoo.data.io import read_mask, voc_palette, write_mask
 from zoo.data.stats import class_stats
+
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
 
 
 def binary_folder(root: Path, count: int = 3) -> list[np.ndarray]:
@@ -110,3 +116,71 @@ def test_stats_and_median_frequency_weights(tmp_path: Path, capsys: pytest.Captu
             "255:1"]  # fmt: skip
     assert main(argv) == 2  # no split named "none"
     capsys.readouterr()
+
+
+def folder_config(tmp_path: Path, root: Path, **dataset_kwargs) -> Path:
+    """A zoo train config on the folder dataset at ``root`` (split None: every image), a tiny model."""
+    net = {"encoder": "xception65", "decoder": "fcn", "encoder_kwargs": {"width": 0.125}}
+    config = {
+        "trainer": {"accelerator": "cpu", "max_steps": 1, "logger": False, "enable_progress_bar": False},
+        "model": {"net": net},
+        "data": {"dataset": "folder", "root": str(root), "train_split": None, "val_split": None, "crop_size": 16,
+                 "batch_size": 2, "num_workers": 0, "dataset_kwargs": dataset_kwargs},
+    }  # fmt: skip
+    path = tmp_path / "binary.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_training_on_0_255_binary_masks_is_refused_before_the_first_step(tmp_path: Path) -> None:
+    """The user's step in a real process: zoo train fit on 0/255 masks exits 2 with the mask_values fix."""
+    binary_folder(tmp_path / "data")
+    config = folder_config(tmp_path, tmp_path / "data")
+    argv = [sys.executable, "-m", "zoo", "train", "fit", "--config", str(config)]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=300, env=ENV)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("zoo train: error: folder split None: class 'foreground' never occurs")
+    assert "mask_values {255: 1}" in last
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_jpeg_masks_are_refused_with_save_as_png(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    masks = binary_folder(tmp_path / "data")
+    for i, mask in enumerate(masks):
+        (tmp_path / "data" / "masks" / f"im{i}.png").unlink()
+        Image.fromarray((mask > 0).astype(np.uint8)).save(tmp_path / "data" / "masks" / f"im{i}.jpg", quality=75)
+    config = folder_config(tmp_path, tmp_path / "data", seg_map_suffix=".jpg")
+    assert main(["train", "fit", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith("is a JPEG: its lossy compression turns pixels along "
+                                                       "edges into other class ids; save masks as PNG")  # fmt: skip
+    assert main(["data", "check", "--dataset", "folder", "--root", str(tmp_path / "data"), "--seg-map-suffix", ".jpg"])
+    assert "save masks as PNG" in capsys.readouterr().out
+
+
+def test_data_check_takes_the_layout_options_of_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "data"
+    binary_folder(root)
+    (root / "masks").rename(root / "labels")
+    for path in (root / "labels").iterdir():
+        path.rename(path.with_name(path.stem + "_mask.png"))
+    args = ["data", "check", "--dataset", "folder", "--root", str(root), "--mask-values", "255:1"]
+    assert main([*args, "--ann-dir", "labels", "--seg-map-suffix", "_mask.png"]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert main(args) == 1  # the default layout finds no masks
+
+
+def test_voc_colour_masks_map_the_boundary_colour_to_ignore(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A VOC colour mask (as SegmentationClass PNGs look in RGB): class colours plus the cream boundary."""
+    palette = voc_palette(21)
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[1:5, 1:5] = palette[15]  # person
+    rgb[0, :] = (224, 224, 192)  # the boundary colour
+    (tmp_path / "colour").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "colour" / "2007_000032.png")
+    args = ["data", "convert-colour-masks", "--input", str(tmp_path / "colour"), "--output", str(tmp_path / "index")]
+    assert main([*args, "--palette", "voc"]) == 0
+    index = read_mask(tmp_path / "index" / "2007_000032.png")
+    assert (index[0] == 255).all() and (index[1:5, 1:5] == 15).all() and index[5, 5] == 0

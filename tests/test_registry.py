@@ -57,3 +57,30 @@ def test_registries_are_independent():
     a, b = Registry("a"), Registry("b")
     a.register("x")(lambda: 1)
     assert "x" in a and "x" not in b
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_a_published_weight_prefix_imports_its_provider_on_first_lookup():
+    """A fresh interpreter that imports only zoo.models finds "deeplab-tf:NAME" (its provider is imported then)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from zoo.models import build_model\n"
+        "assert 'zoo.convert' not in sys.modules\n"
+        "try:\n"
+        "    build_model(weights='deeplab-tf:no_such_model')\n"
+        "except KeyError as error:\n"
+        "    print(error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert "unknown TF DeepLab model 'no_such_model'; known: " in out.stdout
+    assert "xception65_voc_trainaug" in out.stdout
+
+
+def test_a_provided_name_is_listed_before_its_provider_is_imported():
+    reg = Registry("widget", providers={"lazy": "zoo.no_such_module"})
+    assert reg.names() == ["lazy"]
+    with pytest.raises(ModuleNotFoundError):
+        reg.get("lazy")

@@ -61,7 +61,7 @@ def tiny_config(tmp_path: Path, root: Path, **trainer: object) -> Path:
             **trainer,
         },
         "last_checkpoint": {"every_n_train_steps": 2},
-        "model": {**TINY, "optimizer": "adamw", "lr": 1e-3},
+        "model": {"net": TINY, "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}}},
         "data": {
             "dataset": "voc",
             "root": str(root),
@@ -229,7 +229,9 @@ class LastStepAtValidation(Callback):
 def test_last_checkpoint_every_n_steps_before_validation_and_at_the_end(tmp_path):
     pl.seed_everything(0)
     data = tiny_data()
-    module = SegmentationModule(num_classes=5, lr=0.0, **TINY)  # lr 0: the score never improves
+    module = SegmentationModule(
+        net=TINY, num_classes=5, optimizer=lambda p: torch.optim.SGD(p, lr=0.0)
+    )  # lr 0: the score never improves
     folder = tmp_path / "ckpt"
     record = LastStepAtValidation(folder / "last.ckpt")
     trainer = pl.Trainer(
@@ -268,7 +270,16 @@ def test_nan_loss_stops_training_naming_the_step(tmp_path, monkeypatch, capsys):
     root = write_shapes(tmp_path / "shapes", num_train=4, num_val=1, size=48)
     config = tiny_config(tmp_path, root, max_steps=30, val_check_interval=30)
     monkeypatch.chdir(tmp_path)
-    argv = ["train", "fit", "--config", str(config), "--model.optimizer", "sgd", "--model.lr", "1e6"]
+    argv = [
+        "train",
+        "fit",
+        "--config",
+        str(config),
+        "--model.optimizer",
+        "torch.optim.SGD",
+        "--model.optimizer.lr",
+        "1e6",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("zoo train: error: ") and len(err.strip().splitlines()) == 1
@@ -388,6 +399,10 @@ def test_sigint_saves_at_the_current_step_and_exits_non_zero(tmp_path):
     result = train_process(tmp_path, config, *signal_at(3, 2))
     assert result.returncode == 1, result.stderr[-2000:]
     assert run_state(tmp_path)["step"] == 3
+    last = Path("runs", "tiny", "version_0", "checkpoints", "last.ckpt")
+    assert f"zoo train: stopped by Ctrl-C; {last} saved; resume with the same command and --ckpt_path last" in (
+        result.stderr
+    )
 
 
 def test_resume_finds_nothing_and_starts_fresh(tmp_path, monkeypatch, capsys):

@@ -7,7 +7,11 @@ need to know which encoder they feed.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import inspect
+import re
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +22,7 @@ from torch import nn
 
 from zoo.decoders import DECODERS
 from zoo.decoders.auxiliary import build_aux_head
-from zoo.encoders import DEEPLAB_TF_KWARGS, build_encoder
+from zoo.encoders import DEEPLAB_TF_KWARGS, ENCODERS, build_encoder
 from zoo.encoders.base import Encoder
 from zoo.hub import HubMixin
 from zoo.registry import WEIGHT_SOURCES, weight_source
@@ -223,6 +227,76 @@ def build_model(
     if semantics != "zoo":  # the default is left out: build_args list what differs from it
         model.build_args["semantics"] = semantics
     return model
+
+
+NET_EXCLUDED = ("num_classes", "weights")  # the data's, and a whole published model (init_from covers it)
+
+
+def _net_section() -> type:
+    """A frozen dataclass of :func:`build_model`'s arguments but ``num_classes`` and ``weights``, generated from its
+    signature (its docstring stays the one reference); ``**decoder_kwargs`` becomes the field ``decoder_kwargs``."""
+    hints = typing.get_type_hints(build_model, localns={"Semantics": Semantics})
+    fields: list[Any] = [
+        (name, hints[name], dataclasses.field(default=param.default))
+        for name, param in inspect.signature(build_model).parameters.items()
+        if name not in NET_EXCLUDED and param.kind is not param.VAR_KEYWORD
+    ]
+    fields.append(("decoder_kwargs", dict[str, Any] | None, dataclasses.field(default=None)))
+    net = dataclasses.make_dataclass("Net", fields, frozen=True)
+    net.__module__ = __name__  # jsonargparse and pickle find it as zoo.models.Net
+    net.__doc__ = "The network of a training run: :func:`build_model`'s arguments but num_classes and weights."
+    return net
+
+
+Net = _net_section()
+
+
+def build_net(net: Any, num_classes: int) -> SegmentationModel:
+    """:func:`build_model` from a :data:`Net` (or a dict of its fields) and the data's ``num_classes``.
+
+    Raises:
+        ValueError: ``net`` names an argument that is not one of :data:`Net`'s fields (the closest is named).
+    """
+    args = dataclasses.asdict(net) if dataclasses.is_dataclass(net) else dict(net or {})
+    valid = [f.name for f in dataclasses.fields(Net)]
+    for name in args:
+        if name not in valid:
+            match = difflib.get_close_matches(name, valid, n=1)
+            hint = f"; did you mean net.{match[0]}?" if match else f"; valid: {', '.join(valid)}"
+            raise ValueError(f"net.{name} is not an argument of build_model{hint}")
+    decoder_kwargs = args.pop("decoder_kwargs", None) or {}
+    try:
+        return build_model(**args, num_classes=num_classes, **decoder_kwargs)
+    except TypeError as error:  # e.g. encoder_kwargs={"widht": 0.25}: one line naming the closest argument
+        match = _UNEXPECTED.search(str(error))
+        unexpected = match[1] if match else None
+        if unexpected is None or unexpected not in (args.get("encoder_kwargs") or {}):
+            raise
+        valid = encoder_arguments(args.get("encoder", "xception65"))
+        close = difflib.get_close_matches(unexpected, valid, n=1)
+        hint = f"; did you mean {close[0]}?" if close else f"; valid: {', '.join(valid)}" if valid else ""
+        raise ValueError(
+            f"net.encoder_kwargs: {unexpected!r} is not an argument of encoder {args.get('encoder')!r}{hint}"
+        ) from None
+
+
+_UNEXPECTED = re.compile(r"got an unexpected keyword argument '(\w+)'")
+_BUILD_ARGS = ("output_stride", "weights", "in_channels")  # what build_encoder passes itself
+
+
+def encoder_arguments(encoder: str) -> list[str]:
+    """The ``encoder_kwargs`` names a zoo encoder takes: its builder's and its class's keyword arguments."""
+    if encoder not in ENCODERS:
+        return []
+    builder = ENCODERS.get(encoder)
+    func = getattr(builder, "func", builder)
+    names = [n for n, p in inspect.signature(builder).parameters.items() if p.kind is p.KEYWORD_ONLY]
+    returned = inspect.signature(func).return_annotation
+    cls = func.__globals__.get(returned) if isinstance(returned, str) else returned
+    if inspect.isclass(cls):
+        params = inspect.signature(cls.__init__).parameters.items()
+        names += [n for n, p in params if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    return sorted(set(names) - set(_BUILD_ARGS))
 
 
 def _published(

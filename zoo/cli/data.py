@@ -41,6 +41,7 @@ def add_arguments(data: argparse.ArgumentParser) -> None:
     )
     check.add_argument("--sbd-root", type=Path, help="voc: SBD's dataset folder for the train_aug split")
     _add_mask_options(check)
+    _add_layout_options(check)
     check.set_defaults(data_func=run_check)
 
     stats = commands.add_parser("stats", help="per-class pixel and image frequencies, median-frequency weights")
@@ -66,6 +67,18 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reduce-zero-label", action="store_true", help="stored 0 is unlabelled (folder dataset)")
 
 
+# folder layout options, as training's --data.dataset_kwargs.NAME (MMSegmentation's names)
+LAYOUT_OPTIONS = {"img_dir": str, "ann_dir": str, "img_suffix": str, "seg_map_suffix": str, "ignore_index": int}
+
+
+def _add_layout_options(parser: argparse.ArgumentParser) -> None:
+    for name, kind in LAYOUT_OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(
+            flag, type=kind, default=None, help=f"folder dataset: {name} (--data.dataset_kwargs.{name})"
+        )
+
+
 def _mapping(text: str) -> dict[int, int]:
     try:
         return {int(k): int(v) for k, v in (pair.split(":") for pair in text.split(","))}
@@ -79,6 +92,9 @@ def _mask_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["mask_values"] = args.mask_values
     if args.reduce_zero_label:
         kwargs["reduce_zero_label"] = True
+    for name in LAYOUT_OPTIONS:
+        if getattr(args, name, None) is not None:
+            kwargs[name] = getattr(args, name)
     return kwargs
 
 
@@ -114,7 +130,7 @@ def run_check(args: argparse.Namespace) -> int:
     if args.root is None or not Path(args.root).is_dir():
         console.print(f"[red]--root: folder not found: {args.root}")
         return 1
-    splits = args.split or (cls.find_splits(**kwargs) if hasattr(cls, "find_splits") else [])
+    splits = args.split or cls.find_splits(**kwargs)
     if not splits:
         console.print(f"[red]{args.dataset}: no splits found under {args.root}")
         return 1
@@ -181,7 +197,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_convert_colours(args: argparse.Namespace) -> int:
     """Write an index PNG for every colour PNG of ``--input``."""
-    from zoo.data.colour import colour_to_index, named_palette
+    from zoo.data.colour import IGNORE_COLOURS, colour_to_index, named_palette
     from zoo.data.io import read_image, write_mask
 
     palette = named_palette(args.palette)
@@ -191,7 +207,8 @@ def run_convert_colours(args: argparse.Namespace) -> int:
     if args.output.is_dir() and any(args.output.iterdir()) and not args.force:
         raise ValueError(f"--output {args.output} is not empty; pass --force to write into it")
     for path in sources:
-        index = colour_to_index(read_image(path), palette, args.unknown, str(path))
+        ignore = IGNORE_COLOURS.get(args.palette, [])
+        index = colour_to_index(read_image(path), palette, args.unknown, str(path), ignore_colours=ignore)
         write_mask(args.output / path.name, index, palette)
     print(f"wrote {len(sources)} index masks ({len(palette)} classes) to {args.output}")
     return 0

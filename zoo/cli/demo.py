@@ -11,10 +11,14 @@ The last line printed states the validation mIoU and where the outputs are.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from zoo.cli.train import CONFIGS, cli_main
 from zoo.convert.tflite import convert_deeplab_tflite
@@ -55,13 +59,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", type=Path, default=Path("outputs/demo"), help="overlay folder (default: %(default)s)"
     )
     parser.add_argument("--num-overlays", type=int, default=6, help="validation images to draw (default: %(default)s)")
-    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="zoo train fit overrides")
+    parser.epilog = "Any zoo train fit override passes through, e.g. zoo demo --trainer.max_steps 100."
+    parse_known = parser.parse_known_args
+
+    def overrides_pass_through(args: list[str] | None = None, namespace: argparse.Namespace | None = None) -> Any:
+        namespace, extras = parse_known(args, namespace)
+        namespace.overrides = extras  # the --section.key VALUE arguments, in their order
+        return namespace, []
+
+    parser.parse_known_args = overrides_pass_through  # type: ignore[method-assign]
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns the exit code."""
     if not args.config.is_file():
         raise FileNotFoundError(f"--config: no such file: {args.config}")
+    if "OMP_NUM_THREADS" not in os.environ:  # one thread: two OpenMP threads beside any other job stall each other
+        torch.set_num_threads(1)
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # no banner, tips or seed line before the first step
     start = time.perf_counter()
     cli = cli_main(["fit", "--config", str(args.config), *args.overrides])
     trainer, module, data = cli.trainer, cli.model, cli.datamodule

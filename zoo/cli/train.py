@@ -1,218 +1,56 @@
 """``zoo train`` / ``train.py``: training, validation and testing from YAML configs with Lightning's LightningCLI.
 
-Every argument of :class:`~zoo.train.module.SegmentationModule` (``model.*``),
-:class:`~zoo.train.datamodule.SegmentationDataModule` (``data.*``) and the Trainer (``trainer.*``) can be set
-from YAML (``--config``, several compose) or the command line. ``data.num_classes``, ``data.class_names`` and
-``data.palette`` are linked to the model's arguments, so they are written only once (the data knows them).
-
-A run writes everything (logs, checkpoints, plots) under ``--trainer.default_root_dir`` (default ``runs``), in
-``<name>/version_N`` where the name is the last ``--config`` file's stem. ``last.ckpt`` is written every
-``--last_checkpoint.every_n_train_steps`` optimizer steps whatever the score, the best-mIoU checkpoint after each
-validation (``checkpoint.*``). ``--ckpt_path last`` resumes the newest run of the same name in its own folder.
-Checkpoints are read with ``weights_only=True`` and written atomically (:mod:`zoo.train.checkpointing`). SIGTERM
-and SIGINT save ``last.ckpt`` at the current step and exit non-zero (143 and 1); user errors are one line, exit 2.
+The run is assembled by :func:`zoo.train.run.build_run` (links, checkpoints, callbacks, run folder, resuming);
+this module speaks flags: it resolves shipped config names, checks every ``--config`` key and ``--section.key`` flag
+before anything runs (one line naming the new or closest key), and turns the outcome into an exit code. A run
+writes under ``--trainer.default_root_dir`` (default ``runs``), in ``<name>/version_N`` where the name is the last
+``--config`` file's stem; ``--ckpt_path last`` resumes the newest matching run of that name. SIGTERM and SIGINT save
+``last.ckpt`` at the current step, say where it is, and exit non-zero (143 and 1); user errors are one line, exit 2,
+and a failed run leaves no empty ``version_N`` folder.
 """
 
 from __future__ import annotations
 
-import difflib
-import inspect
+import re
+import shutil
 import sys
-import warnings
 from pathlib import Path
-from typing import Any
 
-import pytorch_lightning as pl
-import yaml
-from lightning_fabric.plugins import CheckpointIO
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
-from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from zoo.checkpoint import read_checkpoint
-from zoo.cli import USER_ERRORS, error_message
-from zoo.train.checkpointing import (
-    LastCheckpoint,
-    RNGState,
-    StopOnSigint,
-    ValidateAtEnd,
-    ZooCheckpointIO,
-    find_last_checkpoint,
-)
-from zoo.train.datamodule import SegmentationDataModule
-from zoo.train.module import SegmentationModule
+from zoo.cli.options import USER_ERRORS, error_message
+from zoo.train.run import SegmentationCLI, build_run, check_config_keys, check_key
 
-DEFAULT_ROOT = "runs"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # shipped with the package: zoo train fit --config quickstart
-
-
-class SegmentationCLI(LightningCLI):
-    """LightningCLI with the data → model links, the best-mIoU (``checkpoint.*``) and interval
-    (``last_checkpoint.*``) checkpoints, one run folder and resuming with ``--ckpt_path last``."""
-
-    _resume_version: int | None = None
-
-    def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
-        parser.link_arguments("data.palette", "model.palette", apply_on="instantiate")
-        parser.link_arguments("data.ignore_index", "model.ignore_index", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val_miou",
-                "checkpoint.mode": "max",
-                "checkpoint.filename": "best-epoch{epoch:03d}-step{step:06d}-miou{val_miou:.4f}",
-                "checkpoint.auto_insert_metric_name": False,
-            }
-        )
-        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
-
-    def _run_name(self, config: Any) -> str:
-        files = config.get("config") or []
-        return Path(str(files[-1])).stem if files else "zoo"
-
-    def _parse_ckpt_path(self) -> None:
-        """``--ckpt_path last`` → the newest ``last.ckpt`` of this run; any checkpoint is read by the zoo's reader
-        (one-line errors) before Lightning reads it."""
-        subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else None
-        if config is not None and config.get("ckpt_path") == "last":
-            run_root = Path(config.trainer.default_root_dir or DEFAULT_ROOT) / self._run_name(config)
-            found = find_last_checkpoint(run_root)
-            if found is None:
-                print(
-                    f"zoo train: no {run_root}/version_*/checkpoints/last.ckpt; starting from step 0", file=sys.stderr
-                )
-            self._resume_version, config.ckpt_path = found if found else (None, None)
-            config.ckpt_path = str(config.ckpt_path) if config.ckpt_path else None
-        if config is not None and config.get("ckpt_path") not in (None, "hpc", "best", "last", "registry"):
-            read_checkpoint(config.ckpt_path)
-        super()._parse_ckpt_path()
-
-    def before_instantiate_classes(self) -> None:
-        """One run folder for every logger: ``<default_root_dir>/<name>/version_N``."""
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        root = str(config.trainer.default_root_dir or DEFAULT_ROOT)
-        config.trainer.default_root_dir = root
-        for logger in config.trainer.logger or []:
-            init_args = getattr(logger, "init_args", None)
-            if init_args is None:
-                continue
-            if "name" in init_args and init_args.name is None:
-                init_args.name = self._run_name(config)
-            if "save_dir" in init_args:
-                init_args.save_dir = _one_root(init_args.save_dir, root)
-            if self._resume_version is not None and "version" in init_args:
-                init_args.version = self._resume_version
-        if self._resume_version is not None:
-            _keep_metrics(Path(root) / self._run_name(config) / f"version_{self._resume_version}")
-
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[pl.Callback]) -> pl.Trainer:
-        callbacks = [*callbacks, ValidateAtEnd(), RNGState(), StopOnSigint()]
-        if config.get("enable_progress_bar", True) is not False:  # rich progress bar unless bars are switched off
-            callbacks.append(RichProgressBar())
-        plugins = config.get("plugins") or []
-        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
-        if any(isinstance(p, CheckpointIO) for p in plugins):
-            raise ValueError("trainer.plugins: checkpoints are read and written by the zoo's own CheckpointIO")
-        config["plugins"] = [*plugins, ZooCheckpointIO()]  # Lightning's CheckpointIO plugin: safe reads, atomic writes
-        return super()._instantiate_trainer(config, callbacks)
-
-    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
-        trainer = super().instantiate_trainer(**kwargs)
-        for logger in trainer.loggers:  # fix every logger's version now, so TensorBoard and CSV share one folder
-            _ = logger.version
-        return trainer
-
-
-def _one_root(save_dir: Any, root: str) -> str:
-    """A logger's ``save_dir``: the run root, unless it was set to another folder (an error: one knob decides)."""
-    if save_dir in (None, DEFAULT_ROOT, root):
-        return root
-    raise ValueError(
-        f"a logger's save_dir is {save_dir} but trainer.default_root_dir is {root}: set where a run writes once, "
-        "with --trainer.default_root_dir"
-    )
-
-
-def _keep_metrics(run_dir: Path) -> None:
-    """Keep the CSV metrics of a resumed run (Lightning's CSVLogger deletes ``metrics.csv`` of a folder in use)."""
-    metrics = run_dir / "metrics.csv"
-    if metrics.is_file():
-        index = next(i for i in range(1, 10_000) if not (run_dir / f"metrics.{i}.csv").exists())
-        metrics.rename(run_dir / f"metrics.{index}.csv")
+_FLAG = re.compile(r"^--((?:model|data|trainer|checkpoint|last_checkpoint)\.[A-Za-z_][\w.]*)(?:=.*)?$")
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> SegmentationCLI:
-    """Run the training command line (``fit``, ``validate``, ``test``, ``--print_config``...).
+    """Run the training command line (``fit``, ``validate``, ``test``, ``--print_config``...): :func:`build_run`.
 
     Args:
         args: command-line arguments (default: ``sys.argv[1:]``).
         run: run the subcommand; with False (and no subcommand in ``args``) only instantiate the classes.
     """
-    # TensorBoard and CSV logs share one version folder; the CSV logger warns that it is not empty.
-    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-    return SegmentationCLI(
-        SegmentationModule,
-        SegmentationDataModule,
-        seed_everything_default=0,
-        trainer_defaults={
-            "default_root_dir": DEFAULT_ROOT,
-            "callbacks": [LearningRateMonitor(logging_interval="step")],
-            "logger": [
-                {
-                    "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-                    "init_args": {"save_dir": DEFAULT_ROOT, "name": None},
-                },
-                {
-                    "class_path": "pytorch_lightning.loggers.CSVLogger",
-                    "init_args": {"save_dir": DEFAULT_ROOT, "name": None},
-                },
-            ],
-        },
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,  # one optimizer setting: model.optimizer/lr (SGD or AdamW, poly schedule)
-        args=args,
-        run=run,
-    )
+    return build_run(list(sys.argv[1:] if args is None else args), run=run)
 
 
-# The classes whose keyword arguments each top-level section of a config sets.
-SECTIONS = {"model": SegmentationModule, "data": SegmentationDataModule, "trainer": pl.Trainer,
-            "checkpoint": ModelCheckpoint, "last_checkpoint": LastCheckpoint}  # fmt: skip
-TOP_LEVEL = {*SECTIONS, "seed_everything", "ckpt_path"}
-
-
-def check_config_keys(path: Path, config: Any = None) -> None:
-    """Raise ``ValueError`` naming ``path`` and the closest valid key for a misspelt key of a YAML config.
-
-    Args:
-        path: the config file.
-        config: its parsed content (default: read from ``path``); a section given as a file name is read too.
-    """
-    config = yaml.safe_load(path.read_text()) if config is None else config
-    if not isinstance(config, dict):
-        return
-    for key, value in config.items():
-        if key not in TOP_LEVEL:
-            raise ValueError(f"{path}: unknown section {key!r}{_closest(key, TOP_LEVEL)}")
-        if key not in SECTIONS:
+def check_flags(argv: list[str]) -> None:
+    """Raise ``ValueError`` for a ``--section.key`` flag that is not a setting, naming the new or closest flag."""
+    for arg in argv:
+        match = _FLAG.match(arg)
+        if match is None or match.group(1).startswith(("model.optimizer.", "trainer.callbacks", "trainer.logger")):
             continue
-        if isinstance(value, str):  # a section given by file, e.g. data: base/voc-aug.yaml
-            nested = (path.parent / value).resolve()
-            if nested.is_file():
-                check_config_keys(nested, {key: yaml.safe_load(nested.read_text())})
+        key = match.group(1)
+        if key.startswith(("trainer.", "checkpoint.", "last_checkpoint.")) and key.count(".") > 1:
             continue
-        valid = set(inspect.signature(SECTIONS[key].__init__).parameters) - {"self", "args", "kwargs"}
-        for name in value or {}:
-            if name not in valid:
-                raise ValueError(f"{path}: {key}.{name} is not a setting{_closest(name, valid, key)}")
-
-
-def _closest(name: str, valid: Any, section: str | None = None) -> str:
-    match = difflib.get_close_matches(name, sorted(valid), n=1)
-    return f"; did you mean {section + '.' if section else ''}{match[0]}?" if match else ""
+        try:
+            check_key(key, "command line")
+        except ValueError as error:
+            text = str(error).replace(": " + key, ": --" + key)
+            for section in ("model", "data", "trainer"):
+                text = text.replace(f" {section}.", f" --{section}.")
+            raise ValueError(text) from None
 
 
 def shipped_configs() -> list[str]:
@@ -251,22 +89,53 @@ def main(argv: list[str] | None = None) -> int:
     0: done; 2: a user error (one line naming the file or setting); 143: stopped by SIGTERM after saving
     ``last.ckpt`` (resume with ``--ckpt_path last``); 1: stopped by SIGINT (Lightning's exit code).
     """
+    SegmentationCLI.last_run = None
     try:
         argv, files = _resolve_configs(list(sys.argv[1:] if argv is None else argv))
         for path in files:
             if path.is_file():
                 check_config_keys(path)
+        check_flags(argv)
         cli = cli_main(argv)
     except SIGTERMException:
-        print("zoo train: stopped by SIGTERM; last.ckpt saved, resume with --ckpt_path last", file=sys.stderr)
+        print(f"zoo train: stopped by SIGTERM; {_saved(SegmentationCLI.last_run)}", file=sys.stderr)
         return 143
+    except (KeyboardInterrupt, SystemExit) as stop:
+        trainer = getattr(SegmentationCLI.last_run, "trainer", None)
+        if isinstance(stop, SystemExit) and not getattr(trainer, "interrupted", False):
+            raise  # the parser's own exit (--help, a parse error)
+        print(f"zoo train: stopped by Ctrl-C; {_saved(SegmentationCLI.last_run)}", file=sys.stderr)
+        return 1
     except USER_ERRORS as error:
+        _remove_if_empty(SegmentationCLI.last_run)
         print(f"zoo train: error: {error_message(error)}", file=sys.stderr)
         return 2
+    except BaseException:
+        _remove_if_empty(SegmentationCLI.last_run)
+        raise
     best = getattr(cli.trainer, "checkpoint_callback", None) if cli.subcommand == "fit" else None
     if best is not None and best.best_model_path:
         print(f"zoo train: best val mIoU {float(best.best_model_score):.4f}: {best.best_model_path}")
     return 0
 
 
-__all__ = ["SegmentationCLI", "cli_main", "main"]
+def _saved(cli: SegmentationCLI | None) -> str:
+    """Where ``last.ckpt`` is and how to resume."""
+    last = getattr(getattr(cli, "trainer", None), "checkpoint_callbacks", None) or []
+    for callback in last:
+        path = getattr(callback, "last_model_path", "")
+        if path:
+            return f"{path} saved; resume with the same command and --ckpt_path last"
+    return "no checkpoint was saved yet"
+
+
+def _remove_if_empty(cli: SegmentationCLI | None) -> None:
+    """Remove the run folder a failed run created if it holds no checkpoint (no empty ``version_N`` left)."""
+    run_dir = getattr(cli, "run_dir", None)
+    if run_dir is None or not getattr(cli, "new_run_dir", False) or not run_dir.is_dir():
+        return
+    if not any(run_dir.rglob("*.ckpt")):
+        shutil.rmtree(run_dir)
+
+
+__all__ = ["cli_main", "main"]

@@ -11,6 +11,9 @@ from zoo.data.cityscapes import CITYSCAPES_PALETTE
 from zoo.data.files import read_lines
 from zoo.data.io import IGNORE_INDEX, VOC_CLASSES, voc_palette
 
+# colours a named palette draws for "ignore": VOC's object boundaries (stored as 255 in its index masks)
+IGNORE_COLOURS: dict[str, list[tuple[int, int, int]]] = {"voc": [(224, 224, 192)]}
+
 
 def named_palette(spec: str) -> list[tuple[int, int, int]]:
     """A palette by name (``voc``: 21 classes, ``cityscapes``: 19) or read from a file of ``R G B`` lines.
@@ -36,7 +39,11 @@ def named_palette(spec: str) -> list[tuple[int, int, int]]:
 
 
 def colour_to_index(
-    rgb: np.ndarray, palette: Sequence[Sequence[int]], unknown: int | None = None, where: str = "mask"
+    rgb: np.ndarray,
+    palette: Sequence[Sequence[int]],
+    unknown: int | None = None,
+    where: str = "mask",
+    ignore_colours: Sequence[Sequence[int]] = (),
 ) -> np.ndarray:
     """The class index of every pixel of an RGB mask whose colours are ``palette``'s.
 
@@ -45,6 +52,8 @@ def colour_to_index(
         palette: one RGB colour per class, in class order.
         unknown: the index given to colours not in the palette (e.g. the ignore value 255); None: an error.
         where: the mask's name, for the error.
+        ignore_colours: colours that mean "ignore" (``IGNORE_COLOURS["voc"]``: VOC's boundary colour), given
+            the ignore value 255.
 
     Raises:
         ValueError: a colour is not in the palette (with ``unknown=None``), or the palette repeats a colour.
@@ -57,6 +66,8 @@ def colour_to_index(
     if len(set(keys)) != len(keys):
         raise ValueError("the palette gives two classes the same colour")
     lookup = dict(zip(keys, range(len(keys)), strict=True))
+    for r, g, b in ignore_colours:
+        lookup.setdefault((int(r) << 16) | (int(g) << 8) | int(b), IGNORE_INDEX)
     values, inverse = np.unique(codes, return_inverse=True)
     indices = np.array([lookup.get(int(v), -1) for v in values])
     missing = values[indices < 0]
@@ -68,4 +79,4 @@ def colour_to_index(
     return indices[inverse].reshape(codes.shape).astype(np.uint8 if indices.max(initial=0) < 256 else np.int64)
 
 
-__all__ = ["colour_to_index", "named_palette"]
+__all__ = ["IGNORE_COLOURS", "colour_to_index", "named_palette"]

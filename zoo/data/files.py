@@ -17,6 +17,8 @@ from torch.utils.data import Dataset
 
 from zoo.data.io import IGNORE_INDEX, read_image, read_mask, voc_palette
 
+LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")  # mask formats whose compression changes labels
+
 
 def check_mask_values(mask: np.ndarray, num_classes: int, path: str | Path, ignore_index: int = IGNORE_INDEX) -> None:
     """Raise if ``mask`` holds values outside ``{0..num_classes-1, ignore_index}`` (a colour or interpolated mask).
@@ -63,7 +65,8 @@ def remap_labels(
 
 
 def read_lines(path: Path, what: str) -> list[str]:
-    """Non-empty stripped lines of a text file; a missing or empty file is an error naming it.
+    """Non-empty stripped lines of a text file, less ``# comment`` lines and a UTF-8 byte-order mark (as Windows
+    editors write); a missing or empty file is an error naming it.
 
     Args:
         path: text file.
@@ -71,8 +74,8 @@ def read_lines(path: Path, what: str) -> list[str]:
     """
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
-    lines = [line.strip() for line in path.read_text().splitlines()]
-    lines = [line for line in lines if line]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
     if not lines:
         raise ValueError(f"{what} {path} is empty")
     return lines
@@ -119,6 +122,11 @@ class SegmentationFiles(Dataset):
         if len(palette) != len(classes):
             raise ValueError(f"palette has {len(palette)} colours for {len(classes)} classes")
         for _, image_path, mask_path in samples:
+            if Path(mask_path).suffix.lower() in LOSSY_SUFFIXES:
+                raise ValueError(
+                    f"mask {mask_path} is a JPEG: its lossy compression turns pixels along edges into other class "
+                    "ids; save masks as PNG"
+                )
             for path, what in ((image_path, "image"), (mask_path, "mask")):
                 if not Path(path).is_file():
                     raise FileNotFoundError(f"{what} file not found: {path} (listed in {source})")
@@ -201,4 +209,12 @@ def resolve_classes(
     return names, colours
 
 
-__all__ = ["SegmentationFiles", "check_mask_values", "read_lines", "remap_labels", "require_dir", "resolve_classes"]
+__all__ = [
+    "LOSSY_SUFFIXES",
+    "SegmentationFiles",
+    "check_mask_values",
+    "read_lines",
+    "remap_labels",
+    "require_dir",
+    "resolve_classes",
+]

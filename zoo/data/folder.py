@@ -102,15 +102,17 @@ class FolderDataset(SegmentationFiles):
         super().__init__(samples, names, colours, transform, source, ignore_index, reduce_zero_label, mask_values)
 
     @classmethod
-    def find_splits(cls, root: str | Path, **_: Any) -> list[str | None]:
-        """Splits present under ``root``: ``splits/*.txt`` and ``images/<split>/`` folders, else [None] (all images).
+    def find_splits(cls, root: str | Path, img_dir: str = "images", **_: Any) -> list[str | None]:
+        """Splits present under ``root``: ``splits/*.txt`` and ``<img_dir>/<split>/`` folders, else [None] (all
+        images).
 
         Args:
             root: the dataset folder.
+            img_dir: the image folder's name under ``root``.
         """
         root = Path(root)
         found = {p.stem for p in (root / "splits").glob("*.txt")}
-        found |= {p.name for p in (root / "images").glob("*") if p.is_dir()}
+        found |= {p.name for p in (root / img_dir).glob("*") if p.is_dir()}
         return sorted(found) or [None]
 
 

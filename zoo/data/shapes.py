@@ -147,11 +147,30 @@ class ShapesDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    @property
+    def names(self) -> list[str]:
+        """Item names (ids), in order."""
+        return list(self.ids)
+
+    @classmethod
+    def find_splits(cls, root: str | Path | None = None, **_: Any) -> list[str]:
+        """The splits (drawn in memory: always ``train``, ``val`` and ``test``).
+
+        Args:
+            root: unused (None).
+        """
+        return list(SPLITS)
+
+    def load(self, index: int) -> dict[str, Any]:
+        """Image, mask and name of item ``index``, without the transform."""
         if not 0 <= index < len(self):
             raise IndexError(f"shapes: index {index} out of range for {len(self)} items")
         image, mask = self._draw(index)
-        item: dict[str, Any] = {"image": image, "mask": mask, "name": self.ids[index]}
+        return {"image": image, "mask": mask, "name": self.ids[index]}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.load(index)
+        image, mask = item["image"], item["mask"]
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             item["image"], item["mask"] = out["image"], out["mask"].long()

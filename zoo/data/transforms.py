@@ -120,8 +120,9 @@ def seed_worker(worker_id: int) -> None:
 
 class PadCollate:
     """Collate items of different sizes: images padded with 0 and masks with the ignore value at the bottom and right
-    to the largest height and width of the batch, so ``val_batch_size > 1`` works on full-resolution images (the
-    padded pixels count in no metric; a model sees the padding as context, as in DeepLab's padded evaluation).
+    to the largest height and width of the batch, so ``val_batch_size > 1`` works on full-resolution images. Each
+    item's own size is kept in ``"size"`` (``N×2``, height and width): the training module runs a smaller image at
+    its own size, so the padding never reaches the model and scores do not depend on the batch size.
 
     Args:
         ignore_index: the mask value of padded pixels.
@@ -139,7 +140,8 @@ class PadCollate:
             images.append(torch.nn.functional.pad(item["image"], pad, value=0.0))
             masks.append(torch.nn.functional.pad(item["mask"], pad, value=self.ignore_index))
         rest = {k: default_collate([item[k] for item in items]) for k in items[0] if k not in ("image", "mask")}
-        return {"image": torch.stack(images), "mask": torch.stack(masks), **rest}
+        sizes = torch.tensor([tuple(item["image"].shape[-2:]) for item in items])
+        return {"image": torch.stack(images), "mask": torch.stack(masks), "size": sizes, **rest}
 
 
 __all__ = ["PadCollate", "eval_transform", "seed_worker", "train_transform"]

@@ -1,8 +1,8 @@
 """Ablation studies: every variant of a study trained with the same data, budget and seeds (``zoo ablation``).
 
 A study file (``configs/studies/*.yaml``) holds a training config (the ``model``, ``data`` and ``trainer`` sections
-of ``zoo train fit``), the variants (overrides merged into it), the budget, and optionally the panels of its
-figure::
+of ``zoo train fit``), the variants (each one more config layer over it), the budget, and optionally the panels of
+its figure::
 
     description: what the study reproduces
     steps: 300          # optimizer steps per run (a multiple of val_every)
@@ -11,16 +11,17 @@ figure::
     config: {model: {...}, data: {...}, trainer: {...}}
     variants:
       published: {}
-      no-residual: {model: {encoder_kwargs: {residual: false}}}
+      no-residual: {model: {net: {encoder_kwargs: {width: 0.125, residual: false}}}}
     panels:             # optional: figure panel title -> variants drawn in it (default: one panel, all)
       residual connections: [published, no-residual]
 
-Each run is a :class:`SegmentationModule`, a :class:`SegmentationDataModule` and a Lightning ``Trainer`` in
-``OUTPUT/runs/<variant>/seed<k>/``: a :class:`Recorder` callback appends one row per validation to its
-``metrics.csv``; ``ModelCheckpoint`` writes ``last.ckpt`` at every validation, ``OnExceptionCheckpoint``
-``interrupted.ckpt`` on SIGTERM (or any other exception), so the same command started again resumes each run where
-it stopped and skips the finished ones. ``OUTPUT/results.csv`` gathers every row; ``OUTPUT/miou_vs_steps.png``
-draws validation mIoU against steps as the Xception paper's Fig. 9/10 (mean and spread over seeds),
+Each run is a ``zoo train fit`` run assembled by :func:`zoo.train.run.build_run` from the layers (study config,
+``--config``, variant, budget) in ``OUTPUT/runs/<variant>/seed<k>/``, with every guarantee of ``zoo train``: a
+:class:`Recorder` callback appends one row per validation to its ``metrics.csv``; ``checkpoints/last.ckpt`` is
+written at every validation and when SIGTERM or SIGINT stops the run (atomically, finite weights only, with the
+random state), so the same command started again resumes each run where it stopped and skips the finished ones.
+``OUTPUT/results.csv`` gathers every row; ``OUTPUT/miou_vs_steps.png`` draws validation mIoU against steps as the
+Xception paper's Fig. 9/10 (mean and spread over seeds),
 ``OUTPUT/miou_vs_cost.png`` final mIoU against parameters and MACs.
 """
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import inspect
 import io
 import json
 import logging
@@ -43,13 +43,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 
 from zoo.fileio import atomic_write
 from zoo.flops import count_macs, count_params
-from zoo.train.datamodule import SegmentationDataModule
-from zoo.train.module import SegmentationModule
-from zoo.train.study import CSV_FIELDS, Study, load_study, module_args
+from zoo.train.module import NonFiniteTrainingError
+from zoo.train.run import build_run
+from zoo.train.study import CSV_FIELDS, Study, load_study
 from zoo.viz import plot_study_cost, plot_study_curves
 
 
@@ -64,19 +63,19 @@ class Recorder(pl.Callback):
         path: the run's CSV (created with a header if missing).
         variant: the variant's name.
         seed: the run's seed.
-        crop_size: input size at which MACs are counted (height, width).
     """
 
-    def __init__(self, path: Path, variant: str, seed: int, crop_size: tuple[int, int]) -> None:
-        self.path, self.variant, self.seed, self.crop_size = path, variant, seed, crop_size
+    def __init__(self, path: str, variant: str, seed: int) -> None:
+        self.path, self.variant, self.seed = Path(path), variant, seed
         self.params = self.macs = 0
         self.sums = {"loss": 0.0, "time": 0.0, "steps": 0}
         self._start = 0.0
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        model = pl_module.model
+        model, crop = pl_module.model, trainer.datamodule.hparams.crop_size  # MACs at the training crop
+        crop = (crop, crop) if isinstance(crop, int) else tuple(crop)
         self.params = count_params(model)
-        self.macs = count_macs(model, torch.zeros(1, 3, *self.crop_size, device=pl_module.device))
+        self.macs = count_macs(model, torch.zeros(1, 3, *crop, device=pl_module.device))
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
         self._start = time.perf_counter()
@@ -123,11 +122,6 @@ class Recorder(pl.Callback):
         self.sums.update(state_dict)
 
 
-def _crop_size(data: dict[str, Any]) -> tuple[int, int]:
-    crop = data.get("crop_size", inspect.signature(SegmentationDataModule).parameters["crop_size"].default)
-    return (crop, crop) if isinstance(crop, int) else (int(crop[0]), int(crop[1]))
-
-
 @contextlib.contextmanager
 def _quiet(log_file: Path) -> Iterator[None]:
     """Printed tables go to ``log_file``; Lightning's per-Trainer info lines are held back to warnings."""
@@ -144,39 +138,35 @@ def _quiet(log_file: Path) -> Iterator[None]:
 
 
 def run_one(study: Study, variant: str, seed: int, run_dir: Path) -> None:
-    """Train one variant with one seed in ``run_dir``, from its newest checkpoint if any; nothing once ``done``.
+    """Train one variant with one seed in ``run_dir`` through :func:`~zoo.train.run.build_run`, from its
+    ``last.ckpt`` if any; nothing once ``done``.
 
-    ``last.ckpt`` is written at every validation, ``interrupted.ckpt`` when the run stops on an exception (SIGTERM
-    included); Lightning resumes from the newer of the two (``ckpt_path="last"``). A finished run keeps its
-    ``metrics.csv`` and ``done``, not its checkpoints (the rows are the result).
+    The run is a ``zoo train fit`` run: ``last.ckpt`` every ``val_every`` steps and when SIGTERM or SIGINT stops
+    it, written atomically and only with finite weights, with the random state. A finished run keeps its
+    ``metrics.csv``, ``config.yaml`` and ``done``, not its checkpoints (the rows are the result).
     """
     if (run_dir / "done").is_file():
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = study.run_config(variant)
+    recorder = {"class_path": f"{__name__}.Recorder",
+                "init_args": {"path": str(run_dir / "metrics.csv"), "variant": variant, "seed": seed}}  # fmt: skip
+    args = ["fit", *study.layers(variant, seed, run_dir, callbacks=[recorder])]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        args += ["--ckpt_path", str(last)]
     with _quiet(run_dir / "log.txt"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*ckpt_path=\"last\"\) is set, but there is no last checkpoint")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
-        pl.seed_everything(seed, workers=True, verbose=False)
-        data = SegmentationDataModule(**config["data"])
-        module = SegmentationModule(**module_args(config["model"], data))
-        callbacks = [
-            Recorder(run_dir / "metrics.csv", variant, seed, _crop_size(config["data"])),
-            ModelCheckpoint(dirpath=run_dir, filename="last", save_top_k=0, save_last=True),
-            OnExceptionCheckpoint(dirpath=run_dir, filename="interrupted"),
-        ]
-        trainer = pl.Trainer(**{**config["trainer"], "default_root_dir": run_dir, "callbacks": callbacks})
         try:
-            trainer.fit(module, data, ckpt_path="last")
-        except FloatingPointError:
+            cli = build_run(args)
+        except (FloatingPointError, NonFiniteTrainingError):
             _remove_checkpoints(run_dir)  # never resume from diverged weights
             raise
     _remove_checkpoints(run_dir)
-    atomic_write(run_dir / "done", lambda f: f.write(f"{trainer.global_step}\n".encode()))
+    atomic_write(run_dir / "done", lambda f: f.write(f"{cli.trainer.global_step}\n".encode()))
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:
-    return [p for p in (run_dir / "last.ckpt", run_dir / "interrupted.ckpt") if p.is_file()]
+    return sorted((run_dir / "checkpoints").glob("*.ckpt"))
 
 
 def _remove_checkpoints(run_dir: Path) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from zoo.data import DATASETS, build_dataset
-from zoo.data.check import check_split
+from zoo.data.check import check_split, convention_problems
 from zoo.data.io import IGNORE_INDEX, voc_palette
 from zoo.data.sampler import ResumableSampler, SeededDraws
 from zoo.data.shapes import ShapesDataset, check_shapes_root, ensure_shapes
@@ -151,12 +151,20 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def _checked(self, split: str, dataset: Any) -> Any:
         """``dataset`` after reading each of its files once (``check_data``); raises naming every bad file."""
-        if not self.hparams.check_data or not hasattr(dataset, "load"):
+        if not self.hparams.check_data:
             return dataset
-        _, _, problems = check_split(dataset, workers=max(2, self.hparams.num_workers))
+        _, pixels, problems = check_split(dataset, workers=max(2, self.hparams.num_workers))
         if problems:
             shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} in all)" if len(problems) > 5 else "")
             raise ValueError(f"{self.hparams.dataset} split {split!r}: {len(problems)} bad item(s): {shown}")
+        labelled = {v for v, n in pixels.items() if n and v != self.ignore_index}
+        if split == self.hparams.train_split and len(dataset.classes) > 1 and labelled <= {0}:
+            # only class 0 and "ignore" in the whole split (0/255 binary masks): nothing but class 0 would train
+            problem = next(
+                iter(convention_problems(pixels, list(dataset.classes), self.ignore_index, share=0.0)),
+                (f"only class 0 ({dataset.classes[0]!r}) occurs in the masks; check the mask files or mask_values"),
+            )
+            raise ValueError(f"{self.hparams.dataset} split {split!r}: {problem}")
         return dataset
 
     def _processes(self) -> tuple[int, int]:

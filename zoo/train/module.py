@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
+from pytorch_lightning.cli import OptimizerCallable
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 from torch.optim.lr_scheduler import PolynomialLR
 
-import zoo.convert  # noqa: F401  (registers published weights, "deeplab-tf:NAME", for init_from)
 from zoo.checkpoint import load_matching, model_meta
 from zoo.data.io import IGNORE_INDEX, voc_palette
 from zoo.data.stats import class_stats
 from zoo.infer.tta import infer_logits
 from zoo.metrics import SegmentationScores, confusion_matrix_metric, print_scores, scores_from_confusion
-from zoo.models import build_model
+from zoo.models import Net, build_net
 from zoo.train.losses import build_loss, parse_loss
 from zoo.viz import overlay, plot_class_iou, plot_confusion_matrix
 
@@ -27,73 +29,63 @@ class NonFiniteTrainingError(ValueError):
     """The training loss, or the weights after an optimizer step, hold NaN or infinity."""
 
 
+def sgd(params: Any) -> torch.optim.Optimizer:
+    """The default optimizer: DeepLab's SGD (lr 0.007, momentum 0.9, weight decay 4e-5)."""
+    return torch.optim.SGD(params, lr=0.007, momentum=0.9, weight_decay=4e-5)
+
+
+def init_report(model: torch.nn.Module, skipped: list[str]) -> str:
+    """What ``init_from`` loaded, honestly: e.g. "146 of 878 loaded (BatchNorm counters only); not loaded: ..."."""
+    names = list(model.state_dict())
+    loaded = [k for k in names if k not in set(skipped)]
+    text = f"{len(loaded)} of {len(names)} tensors loaded"
+    if loaded and all(k.endswith("num_batches_tracked") for k in loaded):
+        text += " (BatchNorm counters only: no weight fits, is it a model of another architecture?)"
+    return text + (f"; not loaded: {', '.join(skipped[:6])}{', ...' if len(skipped) > 6 else ''}" if skipped else "")
+
+
 class SegmentationModule(pl.LightningModule):
     """Model, loss, optimizer and metrics of semantic segmentation training.
 
     Args:
-        encoder: encoder name (``zoo.list_encoders()``, smp names, ``tu-<timm>``).
-        decoder: decoder name (``zoo.list_decoders()``).
+        net: the network, :func:`zoo.models.build_model`'s arguments but ``num_classes`` (a
+            :class:`zoo.models.Net` or a dict of its fields: encoder, decoder, output_stride, encoder_weights,
+            aux_head, encoder_kwargs, decoder_kwargs, mean, std, semantics).
         num_classes: number of classes (linked from ``data.num_classes`` by the CLI).
-        output_stride: encoder output stride, 8, 16 or 32.
-        encoder_weights: None, "imagenet" or a weights file for the encoder.
-        aux_head: add an auxiliary head on a middle feature (its loss weighted by ``aux_weight``).
-        encoder_kwargs: extra encoder arguments (e.g. ``{"width": 0.25}``).
-        decoder_kwargs: extra decoder arguments.
-        mean: the model's input normalisation mean (RGB, 0..1 scale); default: the encoder's.
-        std: the model's input normalisation std; default: the encoder's.
-        semantics: "zoo" or "deeplab-tf" (TF DeepLab's forward pass, e.g. to fine-tune a converted model).
-        aux_weight: weight of the auxiliary loss.
+        ignore_index: mask value left out of the loss and the metrics (linked from ``data.ignore_index``).
+        class_names: class names (linked from the data); stored in checkpoints and used in tables.
+        palette: one RGB colour per class (linked from the data); stored in checkpoints, used in overlays.
         loss: the training loss by name, or a weighted sum of names: "ce" (default), "dice", "focal", "lovasz",
             "ohem", e.g. "ce+0.5*dice" (:func:`zoo.train.losses.build_loss`).
-        ignore_index: mask value left out of the loss and the metrics (linked from ``data.ignore_index``).
+        aux_weight: weight of the auxiliary head's loss (``net.aux_head``).
         class_weights: per-class loss weights, or "auto" for median-frequency balancing computed from the
             training split before the first step (``zoo data stats`` prints the same numbers).
         init_from: start from another model's weights (MMSegmentation's ``load_from``): a zoo model file or
             training checkpoint, or a published model (``"deeplab-tf:NAME"``). Tensors whose name and shape fit
-            are loaded; the rest (e.g. a classifier for another class count) keep their initialisation and are
-            listed.
-        optimizer: "sgd" (momentum, weight decay) or "adamw".
-        lr: base learning rate.
-        momentum: SGD momentum.
-        weight_decay: weight decay.
+            are loaded; the rest (e.g. a classifier for another class count) keep their initialisation.
+        optimizer: a function of the parameters that returns the optimizer (LightningCLI's ``OptimizerCallable``;
+            in YAML ``{class_path: torch.optim.AdamW, init_args: {lr: 0.003}}``); default :func:`sgd`.
         poly_power: the LR is ``lr * (1 - step / total_steps) ** poly_power``, stepped every optimizer step;
             total_steps is the Trainer's ``estimated_stepping_batches`` (``max_steps`` when set).
-        class_names: class names (linked from the data); stored in checkpoints and used in tables.
-        palette: one RGB colour per class (linked from the data); stored in checkpoints, used in overlays.
-        test_scales: image scales averaged at test time.
-        test_flip: also average the horizontally flipped image at test time.
-        test_slide: ``((crop_h, crop_w), (stride_h, stride_w))`` for sliding-window test inference, or None.
+        tta: test-time arguments of :func:`zoo.infer.tta.infer_logits` (``scales``, ``flip``, ``slide``) for
+            ``test``; default: one plain pass.
         num_log_images: validation images drawn as prediction overlays for TensorBoard each validation.
     """
 
     def __init__(
         self,
-        encoder: str = "xception65",
-        decoder: str = "deeplabv3plus",
+        net: Net | None = None,
         num_classes: int = 21,
-        output_stride: int = 16,
-        encoder_weights: str | None = None,
-        aux_head: bool = False,
-        encoder_kwargs: dict[str, Any] | None = None,
-        decoder_kwargs: dict[str, Any] | None = None,
-        mean: tuple[float, float, float] | None = None,
-        std: tuple[float, float, float] | None = None,
-        semantics: Literal["zoo", "deeplab-tf"] = "zoo",
-        aux_weight: float = 0.4,
-        loss: str = "ce",
         ignore_index: int = IGNORE_INDEX,
-        class_weights: list[float] | Literal["auto"] | None = None,
-        init_from: str | None = None,
-        optimizer: Literal["sgd", "adamw"] = "sgd",
-        lr: float = 0.007,
-        momentum: float = 0.9,
-        weight_decay: float = 4e-5,
-        poly_power: float = 0.9,
         class_names: list[str] | None = None,
         palette: list[tuple[int, int, int]] | None = None,
-        test_scales: tuple[float, ...] = (1.0,),
-        test_flip: bool = False,
-        test_slide: tuple[tuple[int, int], tuple[int, int]] | None = None,
+        loss: str = "ce",
+        aux_weight: float = 0.4,
+        class_weights: list[float] | Literal["auto"] | None = None,
+        init_from: str | None = None,
+        optimizer: OptimizerCallable = sgd,
+        poly_power: float = 0.9,
+        tta: dict[str, Any] | None = None,
         num_log_images: int = 4,
     ) -> None:
         super().__init__()
@@ -101,25 +93,15 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"class_weights has {len(class_weights)} entries, expected num_classes={num_classes}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} entries, expected num_classes={num_classes}")
-        self.save_hyperparameters()
-        self.model = build_model(
-            encoder=encoder,
-            decoder=decoder,
-            num_classes=num_classes,
-            output_stride=output_stride,
-            encoder_weights=encoder_weights,
-            aux_head=aux_head,
-            encoder_kwargs=encoder_kwargs,
-            mean=mean,
-            std=std,
-            semantics=semantics,
-            **(decoder_kwargs or {}),
-        )
+        net = Net() if net is None else net
+        self.save_hyperparameters(ignore=["optimizer"])  # a function: not data, so not in a checkpoint
+        self.hparams["net"] = dataclasses.asdict(net) if dataclasses.is_dataclass(net) else dict(net)
+        self.optimizer = optimizer
+        self.model = build_net(net, num_classes)
         parse_loss(loss)  # a misspelt loss fails here, before any data is read
         self.criterion = None if class_weights == "auto" else build_loss(loss, ignore_index, class_weights)
         if init_from:
-            skipped = load_matching(self.model, init_from)
-            rank_zero_info(f"init_from {init_from}: loaded all but {len(skipped)} tensors {skipped[:6]}")
+            rank_zero_info(f"init_from {init_from}: {init_report(self.model, load_matching(self.model, init_from))}")
         self.model.class_names = list(class_names) if class_names else None
         self.model.palette = [list(c) for c in palette] if palette else None
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
@@ -173,8 +155,21 @@ class SegmentationModule(pl.LightningModule):
                 "checkpoint written: lower model.lr or check the data"
             )
 
+    def _eval_logits(self, batch: dict[str, Any], run: Any) -> torch.Tensor:
+        """``run(images)`` on a batch; an image smaller than the batch (padded by ``PadCollate``) is run at its own
+        size, so the padding never reaches the model and scores do not depend on the batch size."""
+        images, sizes = batch["image"], batch.get("size")
+        full = torch.tensor(images.shape[-2:], device=images.device)
+        if sizes is None or bool((sizes.to(images.device) == full).all()):
+            return run(images)
+        outs = []
+        for image, (h, w) in zip(images, sizes.tolist(), strict=True):
+            logits = run(image[None, :, :h, :w])
+            outs.append(F.pad(logits, (0, images.shape[-1] - w, 0, images.shape[-2] - h)))
+        return torch.cat(outs)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self.model(batch["image"])
+        logits = self._eval_logits(batch, self.model)
         self.log("val_loss", self._loss(logits, batch["mask"]), sync_dist=True, batch_size=len(logits))
         preds = logits.argmax(1)
         self.val_confusion.update(preds, batch["mask"])
@@ -185,10 +180,7 @@ class SegmentationModule(pl.LightningModule):
         self.val_scores = self._log_scores(self.val_confusion, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        hp = self.hparams
-        logits = infer_logits(
-            self.model, batch["image"], scales=tuple(hp.test_scales), flip=hp.test_flip, slide=hp.test_slide
-        )
+        logits = self._eval_logits(batch, lambda x: infer_logits(self.model, x, **(self.hparams.tta or {})))
         self.test_confusion.update(logits.argmax(1), batch["mask"])
 
     def on_test_epoch_end(self) -> None:
@@ -227,17 +219,11 @@ class SegmentationModule(pl.LightningModule):
 
     # -------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {hp.optimizer!r}")
+        opt = self.optimizer(self.parameters())
         total = self.trainer.estimated_stepping_batches
         if not np.isfinite(total) or total < 1:
             raise ValueError("poly LR needs a finite training length: set trainer.max_steps or trainer.max_epochs")
-        schedule = PolynomialLR(opt, total_iters=int(total), power=hp.poly_power)
+        schedule = PolynomialLR(opt, total_iters=int(total), power=self.hparams.poly_power)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # ------------------------------------------------------------- checkpoint
@@ -249,4 +235,4 @@ class SegmentationModule(pl.LightningModule):
         checkpoint["zoo"] = self.zoo_meta()
 
 
-__all__ = ["NonFiniteTrainingError", "SegmentationModule"]
+__all__ = ["NonFiniteTrainingError", "SegmentationModule", "init_report", "sgd"]

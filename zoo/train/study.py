@@ -1,28 +1,25 @@
-"""Ablation study files (``configs/studies/*.yaml``): reading, merging and checking them before any training.
+"""Ablation study files (``configs/studies/*.yaml``): reading and checking them before any training.
 
-See :mod:`zoo.train.ablation` for the file format and how a study runs.
+A study holds a training config (the ``zoo train`` sections) and variants; each run of a variant is
+:func:`zoo.train.run.build_run` over config layers (jsonargparse composes them): the study's config, the user's
+``--config`` if any, the variant's overrides, and the run's budget and folder. See :mod:`zoo.train.ablation`.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import yaml
 
-from zoo.train.datamodule import SegmentationDataModule
-from zoo.train.module import SegmentationModule
+from zoo.train.run import build_run, check_config_keys
 
 CSV_FIELDS = ("variant", "seed", "step", "val_miou", "train_loss", "params", "macs", "step_time")
 STUDY_KEYS = ("description", "steps", "seeds", "val_every", "config", "variants", "panels")
-CONFIG_KEYS = ("model", "data", "trainer")
 # what every run's Trainer gets, whatever a config says: the budget, the folder and the callbacks are the study's
 RUN_TRAINER = {
     "logger": False,
@@ -34,7 +31,6 @@ RUN_TRAINER = {
     "max_epochs": None,
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_TRAINER_ARGS = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
 
 
 @dataclass(frozen=True)
@@ -43,13 +39,15 @@ class Study:
 
     Args:
         name: the study's name (its file name without suffix).
-        config: ``model``, ``data`` and ``trainer`` sections shared by all variants.
-        variants: variant name -> overrides merged into ``config``.
+        config: the training config shared by all variants (``model``, ``data``, ``trainer``... sections).
+        variants: variant name -> the config layer over ``config`` (jsonargparse's merge: a section's settings
+            merge key by key, a value such as ``encoder_kwargs`` is replaced whole).
         steps: optimizer steps per run.
         seeds: runs per variant (seeds 0 .. seeds-1).
         val_every: validation and checkpoint interval in steps.
         description: what the study reproduces.
         panels: figure panel title -> the variants drawn in it.
+        user_config: a ``zoo train`` config layered over the study's (its ``data`` replaces the study's).
     """
 
     name: str
@@ -60,28 +58,37 @@ class Study:
     val_every: int
     description: str = ""
     panels: dict[str, list[str]] | None = None
+    user_config: str | None = None
 
-    def run_config(self, variant: str) -> dict[str, Any]:
-        """The ``model``, ``data`` and ``trainer`` sections of one variant's runs (the budget included)."""
-        config = merge(self.config, self.variants[variant])
-        trainer = {**config.get("trainer", {}), **RUN_TRAINER}
-        trainer |= {"max_steps": self.steps, "val_check_interval": self.val_every}
-        return {"model": config.get("model", {}), "data": config.get("data", {}), "trainer": trainer}
+    def layers(self, variant: str, seed: int, run_dir: Path, callbacks: list[dict[str, Any]] = ()) -> list[str]:
+        """The ``--config`` arguments of one run of ``variant`` (for :func:`zoo.train.run.build_run`)."""
+        base = dict(self.config)
+        layers = []
+        if self.user_config is not None:
+            user = yaml.safe_load(Path(self.user_config).read_text()) or {}
+            if user.get("data"):  # another dataset's arguments differ: its data replaces the study's
+                base.pop("data", None)
+        layers.append(base)
+        if self.user_config is not None:
+            layers.append(self.user_config)
+        layers.append(self.variants[variant])
+        trainer = {**RUN_TRAINER, "max_steps": self.steps, "val_check_interval": self.val_every}
+        trainer |= {"default_root_dir": str(run_dir), "callbacks": list(callbacks)}
+        layers.append(
+            {
+                "seed_everything": seed,
+                "trainer": trainer,
+                "last_checkpoint": {"every_n_train_steps": self.val_every},
+            }
+        )
+        args = []
+        for layer in layers:
+            args += ["--config", layer if isinstance(layer, str) else yaml.safe_dump(layer, sort_keys=False)]
+        return args
 
     def runs(self) -> Iterator[tuple[str, int]]:
         """Every (variant, seed), in the order they run."""
         return ((variant, seed) for variant in self.variants for seed in range(self.seeds))
-
-
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``base`` with ``override`` merged in (dicts merge key by key, anything else replaces)."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
@@ -93,19 +100,6 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _training_config(data: Any, source: str) -> dict[str, Any]:
-    """The ``model``/``data``/``trainer`` sections of a config; ``seed_everything`` is the study's to set."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{source}: the config must be a mapping of {', '.join(CONFIG_KEYS)}")
-    unknown = sorted(set(data) - {*CONFIG_KEYS, "seed_everything"})
-    if unknown:
-        raise ValueError(f"{source}: a study reads only {', '.join(CONFIG_KEYS)} from a config, found {unknown}")
-    for key in CONFIG_KEYS:
-        if not isinstance(data.get(key) or {}, dict):
-            raise ValueError(f"{source}: '{key}' must be a mapping, found {data[key]!r}")
-    return {key: data.get(key) or {} for key in CONFIG_KEYS}
-
-
 def load_study(
     path: str | Path, *, config: str | Path | None = None, steps: int | None = None, seeds: int | None = None
 ) -> Study:
@@ -113,23 +107,26 @@ def load_study(
 
     Args:
         path: the study YAML.
-        config: a training config (``zoo train`` YAML): its ``data`` section replaces the study's, its ``model``
-            and ``trainer`` sections are merged over the study's.
+        config: a training config (``zoo train`` YAML) layered over the study's; its ``data`` section replaces the
+            study's.
         steps: replaces the study's ``steps``.
         seeds: replaces the study's ``seeds``.
 
-    Every variant's module is built on the meta device and its trainer arguments are checked, and the data module
-    is built, so a wrong argument fails here, naming the file and the variant, not after hours of training.
+    Every key is checked as ``zoo train`` checks a config, and every variant's run is assembled
+    (:func:`~zoo.train.run.build_run`, the module on the meta device), so a wrong setting fails here, naming the
+    file and the variant, not after hours of training.
     """
     path = Path(path)
     data = _read_yaml(path, "study")
     unknown = sorted(set(data) - set(STUDY_KEYS))
     if unknown:
         raise ValueError(f"study {str(path)!r}: unknown keys {unknown}; valid keys: {', '.join(STUDY_KEYS)}")
-    base = _training_config(data.get("config") or {}, f"study {str(path)!r}")
-    if config is not None:  # its data replaces the study's (another dataset's arguments differ); the rest merges
-        extra = _training_config(_read_yaml(Path(config), "config"), f"config {str(config)!r}")
-        base = merge(base, extra) | ({"data": extra["data"]} if extra["data"] else {})
+    base = data.get("config") or {}
+    if not isinstance(base, dict):
+        raise ValueError(f"study {str(path)!r}: 'config' must be a mapping of zoo train sections")
+    check_config_keys(path, base)
+    if config is not None:
+        check_config_keys(Path(config), _read_yaml(Path(config), "config"))
     study = Study(
         name=path.stem,
         config=base,
@@ -139,6 +136,7 @@ def load_study(
         val_every=int(data.get("val_every", 50)),
         description=" ".join(str(data.get("description", "")).split()),
         panels=data.get("panels"),
+        user_config=str(config) if config is not None else None,
     )
     _check_budget(study, path)
     _check_panels(study, path)
@@ -153,8 +151,9 @@ def _variants(variants: Any, path: Path) -> dict[str, dict[str, Any]]:
     for name, overrides in variants.items():
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"study {str(path)!r}: variant name {name!r} must be letters, digits, '_', '-' or '.'")
-        if overrides is not None:
-            _training_config(overrides, f"study {str(path)!r}, variant {name!r}")
+        if overrides is not None and not isinstance(overrides, dict):
+            raise ValueError(f"study {str(path)!r}, variant {name!r}: the overrides must be a mapping")
+        check_config_keys(Path(f"{path} variant {name}"), overrides or {})
     return {name: overrides or {} for name, overrides in variants.items()}
 
 
@@ -183,21 +182,14 @@ def _check_panels(study: Study, path: Path) -> None:
 
 
 def _check_variant(study: Study, variant: str, path: Path) -> None:
-    config = study.run_config(variant)
+    """Assemble the variant's run as it will run (the module on the meta device: no weights allocated)."""
     where = f"study {str(path)!r}: variant {variant!r}"
-    unknown = sorted(set(config["trainer"]) - _TRAINER_ARGS)
-    if unknown:
-        raise ValueError(f"{where}: unknown trainer arguments {unknown}")
     try:
-        data = SegmentationDataModule(**config["data"])
+        with torch.device("meta"):
+            data = build_run(study.layers(variant, 0, Path("unused")), run=False).datamodule
         if data.hparams.write_shapes_if_missing is None:  # else prepare_data writes it when the run starts
             data.build_split(data.hparams.val_split)
-        with torch.device("meta"):
-            SegmentationModule(**module_args(config["model"], data))
     except (KeyError, TypeError, ValueError, FileNotFoundError) as error:
         raise ValueError(f"{where} does not build: {error}") from error
-
-
-def module_args(model: dict[str, Any], data: SegmentationDataModule) -> dict[str, Any]:
-    """The module's arguments with the classes the data knows (what ``zoo train`` links)."""
-    return {**model, "num_classes": data.num_classes, "class_names": data.class_names, "palette": data.palette}
+    except SystemExit as error:  # jsonargparse's parse error (printed above)
+        raise ValueError(f"{where} does not parse (the error is printed above)") from error
