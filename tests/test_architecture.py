@@ -15,7 +15,7 @@ LAYERS = {
     "models": 4,
     "checkpoint": 5, "convert": 5, "summary": 5,
     "infer": 6,
-    "train": 7, "benchmark": 7,
+    "train": 7, "benchmark": 7, "serve": 7,
     "cli": 8,
 }  # fmt: skip
 # Imported inside functions only: heavy optional dependencies, and a command's module when it runs.

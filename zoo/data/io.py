@@ -101,8 +101,15 @@ def read_image(path: str | Path) -> np.ndarray:
         FileNotFoundError: the file does not exist (the message names it).
         ValueError: the file is truncated, corrupt or not an image (the message names it).
     """
-    path = Path(path)
-    img = _open(path, "image")
+    return image_to_rgb(_open(Path(path), "image"))
+
+
+def image_to_rgb(img: Image.Image) -> np.ndarray:
+    """A decoded PIL image as H×W×3 uint8 RGB, converted as :func:`read_image` describes.
+
+    Args:
+        img: a loaded PIL image (any mode; EXIF orientation is the caller's to apply).
+    """
     values = _high_bit_depth(img)
     if values is not None:
         gray = np.clip(np.round(values.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
@@ -212,6 +219,7 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
 __all__ = [
     "IGNORE_INDEX",
     "VOC_CLASSES",
+    "image_to_rgb",
     "read_image",
     "read_mask",
     "voc_colormap",
