@@ -53,7 +53,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
-        raise BadImage(400, f"image too large: {error}") from None
+        raise BadImage(400, f"image too large: over the limit of {max_pixels} pixels ({error})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise BadImage(415, "not an image: send a PNG, JPEG, BMP, TIFF or WebP file") from None
     width, height = img.size
