@@ -34,8 +34,9 @@ FAIL_HEIGHT, SLOW_HEIGHT, SLOW_SECONDS = 13, 29, 1.5
 def save_tiny_model(path: Path) -> Path:
     """The suite's tiny DeepLabV3+ (3 classes, random weights) saved as a zoo model file."""
     sys.path.insert(0, str(ROOT / "tests"))
-    import zoo
     from helpers import tiny_model
+
+    import zoo
 
     return zoo.save_model(tiny_model(num_classes=3).eval(), path, class_names=CLASS_NAMES, palette=PALETTE)
 
@@ -56,21 +57,24 @@ def png(height: int = 40, width: int = 56, seed: int = 0) -> bytes:
 
 def bomb_png(size: int = 40000) -> bytes:
     """A PNG header announcing ``size``×``size`` RGB pixels, with a few bytes of data: a decompression bomb."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 class ServerProcess:
     """A server started as a child process; :meth:`wait_ready` polls its health route."""
 
-    def __init__(self, command: Sequence[str], port: int, log: Path) -> None:
+    def __init__(self, command: Sequence[str], port: int, log: Path, threads: int = 1) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
 

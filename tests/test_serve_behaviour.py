@@ -110,7 +110,11 @@ def test_full_queue_answers_503_with_retry_after_and_a_model_error_fails_its_bat
 
 
 def test_cors_only_for_the_origin_given(server) -> None:
-    preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    preflight = {
+        "Origin": ORIGIN,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization",
+    }
     answer = httpx.options(f"{server.url}/predict", headers=preflight)
     assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == ORIGIN
     other = httpx.get(f"{server.url}/v2/health/live", headers={**AUTH, "Origin": "http://evil.test"})

@@ -32,8 +32,14 @@ from zoo.serve.batching import Batcher, QueueFull
 from zoo.serve.guard import BodyTooLarge, Guard, json_error
 from zoo.serve.images import DEFAULT_MAX_PIXELS, BadImage, decode_image, overlay_png, png_bytes
 from zoo.serve.metrics import ServerMetrics
-from zoo.serve.protocol import HEADER_LENGTH, ProtocolError, class_shares, infer_response, model_metadata
-from zoo.serve.protocol import parse_infer_request
+from zoo.serve.protocol import (
+    HEADER_LENGTH,
+    ProtocolError,
+    class_shares,
+    infer_response,
+    model_metadata,
+    parse_infer_request,
+)
 from zoo.version import __version__
 
 LOG = logging.getLogger("zoo.serve")
@@ -107,7 +113,8 @@ class Model:
             raise HTTPError(503, f"server busy: {error}; retry after {retry} s", {"retry-after": retry}) from None
         except Exception as error:  # noqa: BLE001 - a model error fails this request (and its batch) only
             LOG.exception("model error")
-            raise HTTPError(500, f"model error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")  # noqa: E501
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            raise HTTPError(500, f"model error: {type(error).__name__}: {first_line}") from None
 
 
 def _lifespan(model: Model):

@@ -138,8 +138,9 @@ class Batcher:
             if remaining <= 0 and self._queue.empty():
                 break
             try:
-                batch.append(self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(
-                    self._queue.get(), remaining))
+                batch.append(
+                    self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining)
+                )
             except (asyncio.TimeoutError, asyncio.QueueEmpty):
                 break
         return [item for item in batch if not item.future.done()]  # a client that gave up is not computed
