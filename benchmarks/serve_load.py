@@ -24,6 +24,7 @@ import base64
 import io
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -273,7 +274,7 @@ def main() -> None:
                    str(args.max_wait_ms)]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
         with open(folder / "litserve.log", "wb") as log:
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 lit = ServerProcess.__new__(ServerProcess)
                 lit.process, lit.log, lit.url = process, folder / "litserve.log", f"http://127.0.0.1:{port}"
@@ -285,8 +286,8 @@ def main() -> None:
                     for _ in range(args.rounds)
                 ]
                 print("litserve", result["litserve"], flush=True)
-            finally:
-                process.terminate()
+            finally:  # LitServe's own processes too
+                os.killpg(process.pid, signal.SIGTERM)
                 process.wait(60)
     print(json.dumps(result, indent=1))
     if args.json:

@@ -188,3 +188,5 @@ def test_exposed_host_warning_and_key_file(tmp_path, capsys) -> None:
     key.write_text("")
     assert main(["serve", "--checkpoint", "m.pt", "--api-key-file", str(key)]) == 2
     assert f"--api-key-file {key}: the file must hold one key" in capsys.readouterr().err
+    assert main(["serve", "--checkpoint", "deeplab-tf:nope"]) == 2  # a published model's name, checked offline
+    assert capsys.readouterr().err.startswith("zoo serve: error: unknown TF DeepLab model 'nope'; known: ")
