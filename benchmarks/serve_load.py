@@ -88,7 +88,7 @@ async def closed_loop(url: str, jpegs: list[bytes], clients: int, requests: int,
             codes.append(answer.status_code)
 
     start = time.perf_counter()
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
+    async with httpx.AsyncClient(timeout=900, limits=httpx.Limits(max_connections=clients)) as http:
         await asyncio.gather(*(client(http) for _ in range(clients)))
     seconds = time.perf_counter() - start
     return {"img_s": requests / seconds, "ok": codes.count(200), "requests": requests, **percentiles(latencies)}
@@ -111,16 +111,17 @@ def malformed_requests(base: str, name: str, limit: int, good: bytes) -> list[tu
 async def open_loop(base: str, jpegs: list[bytes], rate: float, seconds: float, bad: list, pid: int) -> dict:
     """Requests at ``rate`` per second for ``seconds``; ``bad`` requests spread evenly among them."""
     url, total = f"{base}/predict", int(rate * seconds)
-    bad_at = {int((k + 0.5) * total / len(bad)): k for k in range(len(bad))} if bad else {}
+    bad_at: dict[int, list[int]] = {}
+    for k in range(len(bad)):  # besides the good requests, spread evenly among them
+        bad_at.setdefault(int(k * total / len(bad)), []).append(k)
     good_codes, bad_codes, latencies, rss = [], [], [], []
+
+    async def malformed(http: httpx.AsyncClient, k: int) -> None:
+        target, kwargs = bad[k]
+        bad_codes.append((await http.post(target, **kwargs)).status_code)
 
     async def one(http: httpx.AsyncClient, index: int) -> None:
         t = time.perf_counter()
-        if index in bad_at:
-            target, kwargs = bad[bad_at[index]]
-            answer = await http.post(target, **kwargs)
-            bad_codes.append(answer.status_code)
-            return
         answer = await http.post(url, content=jpegs[index % len(jpegs)], headers={"content-type": "image/jpeg"})
         good_codes.append(answer.status_code)
         if answer.status_code == 200:
@@ -136,6 +137,7 @@ async def open_loop(base: str, jpegs: list[bytes], rate: float, seconds: float, 
             if index % max(1, int(rate * 5)) == 0:
                 rss.append(rss_mb(pid))
             tasks.append(asyncio.create_task(one(http, index)))
+            tasks.extend(asyncio.create_task(malformed(http, k)) for k in bad_at.get(index, []))
         await asyncio.gather(*tasks)
     rss.append(rss_mb(pid))
     codes = {str(c): good_codes.count(c) for c in sorted(set(good_codes))}
@@ -179,7 +181,7 @@ def litserve_main(model: str, port: int, batch: int, wait_ms: float) -> None:
     """Run the model behind LitServe (the comparison's server process)."""
     os.environ["SERVE_LOAD_MODEL"] = model  # inherited by LitServe's inference process
     api = SegmentationAPI(max_batch_size=batch, batch_timeout=wait_ms / 1000)
-    litserve.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1).run(
+    litserve.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1, timeout=False).run(
         port=port, generate_client_file=False
     )
 
@@ -221,6 +223,7 @@ def main() -> None:
     p.add_argument("--overload-seconds", type=float, default=30.0)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads, here and in the server")
     p.add_argument("--compare-litserve", action="store_true")
+    p.add_argument("--capacity", type=float, default=None, help="img/s for the soak and overload (skips step 1)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--litserve-worker", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -232,66 +235,80 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     import zoo
-    from zoo.infer import Predictor
 
     folder = Path(tempfile.mkdtemp(prefix="serve_load_"))
     torch.manual_seed(0)
     model = zoo.save_model(zoo.build_model("xception65", "deeplabv3plus", num_classes=21, output_stride=16).eval(),
                            folder / "xception65_deeplabv3plus.pt")  # fmt: skip
     jpegs = make_jpegs(8, args.size)
-    predictor = Predictor.from_checkpoint(model, fast=True)
-    warm_up_offline(predictor, jpegs, args.max_batch_size)
     result: dict = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
                     "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
-    server = start_zoo(model, folder / "zoo.log", args).wait_ready(timeout=300)
-    url = f"{server.url}/predict"
+    server = start_zoo(model, folder / "zoo.log", args).wait_ready(timeout=600)
     try:
-        warm_up_server(url, jpegs, args.max_batch_size, args.clients)
-        offline, served = [], []
-        for _ in range(args.rounds):  # alternating, so that both see the same machine load
-            offline.append(offline_round(predictor, jpegs, args.requests, args.max_batch_size))
-            served.append(asyncio.run(closed_loop(url, jpegs, args.clients, args.requests)))
-            print(f"offline {offline[-1]:.2f} img/s, served {served[-1]}", flush=True)
-        capacity = statistics.median(s["img_s"] for s in served)
-        result["offline_img_s"] = [round(x, 3) for x in offline]
-        result["served"] = served
-        result["ratio"] = round(capacity / statistics.median(offline), 3)
-        del predictor
+        warm_up_server(f"{server.url}/predict", jpegs, args.max_batch_size, args.clients)
+        if args.compare_litserve:
+            result["litserve_vs_zoo"] = compare_litserve(model, folder, jpegs, server.url, args)
+        capacity = args.capacity or throughput(model, jpegs, server.url, args, result)
         bad = malformed_requests(server.url, model.stem, 20 * 2**20, jpegs[0])
         bad = [bad[i % len(bad)] for i in range(args.malformed)]
-        result["soak"] = asyncio.run(open_loop(server.url, jpegs, 0.8 * capacity, args.soak_seconds, bad,
-                                               server.process.pid))  # fmt: skip
+        pid = server.process.pid
+        result["soak"] = asyncio.run(open_loop(server.url, jpegs, 0.8 * capacity, args.soak_seconds, bad, pid))
         print("soak", result["soak"], flush=True)
-        result["overload"] = asyncio.run(open_loop(server.url, jpegs, 3 * capacity, args.overload_seconds, [],
-                                                   server.process.pid))  # fmt: skip
-        result["overload"]["queue_bound_ms"] = round(1e3 * (args.max_queue + args.max_batch_size) / capacity, 1)
-        print("overload", result["overload"], flush=True)
+        if args.overload_seconds > 0:
+            result["overload"] = asyncio.run(open_loop(server.url, jpegs, 3 * capacity, args.overload_seconds, [], pid))
+            result["overload"]["queue_bound_ms"] = round(1e3 * (args.max_queue + args.max_batch_size) / capacity, 1)
+            print("overload", result["overload"], flush=True)
     finally:
         result["zoo_exit_code"] = server.stop()
-    if args.compare_litserve:
-        port = free_port()
-        command = [sys.executable, __file__, "--litserve-worker", str(model), str(port), str(args.max_batch_size),
-                   str(args.max_wait_ms)]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
-        with open(folder / "litserve.log", "wb") as log:
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                lit = ServerProcess.__new__(ServerProcess)
-                lit.process, lit.log, lit.url = process, folder / "litserve.log", f"http://127.0.0.1:{port}"
-                _wait_litserve(lit.url, process)
-                body = lambda data: {"json": {"image": base64.b64encode(data).decode()}}  # noqa: E731
-                warm_up_server(f"{lit.url}/predict", jpegs, args.max_batch_size, args.clients, body)
-                result["litserve"] = [
-                    asyncio.run(closed_loop(f"{lit.url}/predict", jpegs, args.clients, args.requests, body))
-                    for _ in range(args.rounds)
-                ]
-                print("litserve", result["litserve"], flush=True)
-            finally:  # LitServe's own processes too
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(60)
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
+
+
+def throughput(model: Path, jpegs: list[bytes], base: str, args, result: dict) -> float:
+    """Offline fast path in this process against the server, alternating rounds; the server's median img/s."""
+    from zoo.infer import Predictor
+
+    predictor = Predictor.from_checkpoint(model, fast=True)
+    warm_up_offline(predictor, jpegs, args.max_batch_size)
+    offline, served = [], []
+    for _ in range(args.rounds):  # alternating, so that both see the same machine load
+        offline.append(offline_round(predictor, jpegs, args.requests, args.max_batch_size))
+        served.append(asyncio.run(closed_loop(f"{base}/predict", jpegs, args.clients, args.requests)))
+        print(f"offline {offline[-1]:.2f} img/s, served {served[-1]}", flush=True)
+    capacity = statistics.median(s["img_s"] for s in served)
+    result["offline_img_s"] = [round(x, 3) for x in offline]
+    result["served"] = served
+    result["ratio_of_medians"] = round(capacity / statistics.median(offline), 3)
+    result["median_round_ratio"] = round(
+        statistics.median(s["img_s"] / o for s, o in zip(served, offline, strict=True)), 3
+    )
+    return capacity
+
+
+def compare_litserve(model: Path, folder: Path, jpegs: list[bytes], zoo_url: str, args) -> list[dict]:
+    """The same model behind LitServe and zoo serve, alternating closed-loop rounds."""
+    port = free_port()
+    command = [sys.executable, __file__, "--litserve-worker", str(model), str(port), str(args.max_batch_size),
+               str(args.max_wait_ms)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
+    rounds = []
+    with open(folder / "litserve.log", "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_litserve(url, process)
+            body = lambda data: {"json": {"image": base64.b64encode(data).decode()}}  # noqa: E731
+            warm_up_server(f"{url}/predict", jpegs, args.max_batch_size, args.clients, body)
+            for _ in range(args.rounds):
+                zoo_round = asyncio.run(closed_loop(f"{zoo_url}/predict", jpegs, args.clients, args.requests))
+                lit_round = asyncio.run(closed_loop(f"{url}/predict", jpegs, args.clients, args.requests, body))
+                rounds.append({"zoo": zoo_round, "litserve": lit_round})
+                print("zoo", zoo_round, "litserve", lit_round, flush=True)
+        finally:  # LitServe's own processes too
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(60)
+    return rounds
 
 
 def _wait_litserve(url: str, process: subprocess.Popen, timeout: float = 300) -> None:
