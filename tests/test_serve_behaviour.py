@@ -14,7 +14,15 @@ import httpx
 import pytest
 
 pytest.importorskip("fastapi", reason="zoo serve needs the serve extra")
-from serve_support import FAIL_HEIGHT, SLOW_HEIGHT, bomb_png, png, save_tiny_model, start_embedded  # noqa: E402
+from serve_support import (  # noqa: E402
+    FAIL_HEIGHT,
+    SLOW_HEIGHT,
+    bomb_png,
+    png,
+    save_tiny_model,
+    start_cli,
+    start_embedded,
+)
 
 from zoo.cli import main  # noqa: E402
 from zoo.cli.serve import read_api_key  # noqa: E402
@@ -190,3 +198,15 @@ def test_exposed_host_warning_and_key_file(tmp_path, capsys) -> None:
     assert f"--api-key-file {key}: the file must hold one key" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", "deeplab-tf:nope"]) == 2  # a published model's name, checked offline
     assert capsys.readouterr().err.startswith("zoo serve: error: unknown TF DeepLab model 'nope'; known: ")
+
+
+@pytest.mark.slow  # three processes
+def test_workers_serve_and_stop_together(model_file, tmp_path) -> None:
+    process = start_cli(model_file, tmp_path / "server.log", "--workers", "2").wait_ready()
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: _post(process, png(20, 20, seed=i)).status_code, range(8)))
+    assert answers == [200] * 8
+    assert process.stop() == 0
+    workers = {line.split("zoo.serve[")[1].split("]")[0] for line in process.log.read_text().splitlines()
+               if "POST /predict 200" in line}  # fmt: skip
+    assert 1 <= len(workers) <= 2  # each line names the worker process that answered

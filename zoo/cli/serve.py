@@ -93,6 +93,7 @@ def app_options(args: argparse.Namespace) -> dict[str, Any]:
 def worker_app() -> Any:
     """The app of one ``--workers`` process (uvicorn's factory), from the flags its parent left in the environment."""
     values = json.loads(os.environ[WORKER_ARGS])
+    configure_logging(values["log_level"])  # a fresh process: its request log lines need a handler too
     args = argparse.Namespace(**values)
     args.checkpoint, args.calibration = values["checkpoint"], values["calibration"]
     args.api_key_file = Path(values["api_key_file"]) if values["api_key_file"] else None

@@ -7,8 +7,9 @@ exits 0, and an error in one batch failing only that batch. LitServe (0.2) gives
 requests in an unbounded ``multiprocessing`` manager queue (no 503, an unbounded backlog), lifts Starlette's
 multipart size limits process-wide, and moves every request through pickling to inference processes; with
 FastAPI each of those is a few lines we own (:mod:`zoo.serve.batching`, :mod:`zoo.serve.guard`), and the
-batching is an ``asyncio`` queue in the same process as the model. uvicorn gives the HTTP server, its graceful
-shutdown and ``workers`` (processes sharing one socket).
+batching is an ``asyncio`` queue in the same process as the model. Measured on the shared 2-core CPU with
+DeepLabV3+ X-65 at 512x512 and 8 clients, alternating: LitServe 0.18 img/s against 0.35-0.40 for this server.
+uvicorn gives the HTTP server, its graceful shutdown and ``workers`` (processes sharing one socket).
 """
 
 from __future__ import annotations

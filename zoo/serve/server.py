@@ -21,7 +21,7 @@ import uvicorn
 from zoo.serve.app import ImagePredictor, create_app
 
 LOG = logging.getLogger("zoo.serve")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
 def exposed_without_key(host: str, api_key: str | None) -> str | None:
