@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint clean
+.PHONY: install test demo lint clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,18 @@ install: $(STAMP)
 # The fast cases first, then the ones marked slow.
 test: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not slow"
+	@$(MAKE) --no-print-directory browser
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m slow
+
+# The page test of zoo serve (slow step) drives Debian's headless Chromium. Installed when this runs as root with
+# apt-get (CI); otherwise the test skips and says why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver >/dev/null \
+		|| echo "apt-get could not install chromium: the zoo serve browser test will be skipped"; \
+	else echo "no chromium/chromedriver and no root apt-get: the zoo serve browser test will be skipped"; fi
 
 lint: install
 	$(PY) -m ruff check zoo tests train.py benchmarks

@@ -15,12 +15,13 @@ LAYERS = {
     "models": 4,
     "checkpoint": 5, "convert": 5, "summary": 5,
     "infer": 6,
-    "train": 7, "benchmark": 7,
+    "train": 7, "benchmark": 7, "serve": 7,
     "cli": 8,
 }  # fmt: skip
 # Imported inside functions only: heavy optional dependencies, and a command's module when it runs.
 LAZY = {"onnx", "onnxruntime", "tensorflow", "matplotlib", "segmentation_models_pytorch", "timm", "torchvision",
-        "scipy", "importlib", "zoo.cli.train", "torch.utils.benchmark", "tflite", "ai_edge_litert"}  # fmt: skip
+        "scipy", "importlib", "zoo.cli.train", "torch.utils.benchmark", "tflite", "ai_edge_litert",
+        "uvicorn"}  # fmt: skip
 CLI_LAZY = {"torch", "rich.console", "rich.progress", "rich.table", "numpy"}
 
 

@@ -177,6 +177,16 @@ def read_image(path: str | Path) -> np.ndarray:
     depth, colour, significant = _png_header(path)  # (8, 0, None) for anything but a PNG
     if depth == 16 and colour in (2, 6):
         return _read_png16_colour(path, significant)
+    return image_to_rgb(img, significant)
+
+
+def image_to_rgb(img: Image.Image, significant: int | None = None) -> np.ndarray:
+    """A decoded PIL image as H×W×3 uint8 RGB, converted as :func:`read_image` describes.
+
+    Args:
+        img: a loaded PIL image (any mode; EXIF orientation is the caller's to apply).
+        significant: the bits a 16-bit image uses (a PNG's ``sBIT``), or None to infer them from the values.
+    """
     values = _high_bit_depth(img)
     if values is not None:
         gray = _to_8_bits(values, significant) if img.mode.startswith("I;16") else _clip_8_bits(values)
@@ -307,6 +317,7 @@ __all__ = [
     "is_image_file",
     "to_rgb_uint8",
     "VOC_CLASSES",
+    "image_to_rgb",
     "read_image",
     "read_mask",
     "voc_colormap",
