@@ -183,3 +183,32 @@ def test_openvino_int8_through_nncf_and_its_report(model, monkeypatch: pytest.Mo
     assert report.pixel_agreement >= 0.9
     auto = optimize_for_inference(model, x, precision="int8", calibration=calibration, warmup=0, trials=1)
     assert set(auto.timings_ms) <= {"onnxruntime", "openvino"} and auto.backend in auto.timings_ms
+
+
+def test_cli_names_fast_backend_when_openvino_is_missing(
+    model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(precision, "has_openvino", lambda nncf=False: False)
+    checkpoint = save_model(model, tmp_path / "m.pt")
+    args = ["--checkpoint", str(checkpoint), "--fast-backend", "openvino"]
+    assert main(["predict", *args, "--input", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    expected = "error: argument --fast-backend: 'openvino' needs openvino: pip install 'zoo[openvino]'"
+    assert capsys.readouterr().err.strip() == f"zoo predict: {expected}"
+
+
+@pytest.mark.slow
+@openvino_only
+def test_cli_predict_with_openvino_matches_eager(model, tmp_path: Path) -> None:
+    from PIL import Image
+
+    checkpoint = save_model(model, tmp_path / "m.pt")
+    image = tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    Image.fromarray((torch.rand(40, 56, 3) * 255).byte().numpy()).save(image)
+    for backend in ("eager", "openvino"):
+        args = ["--checkpoint", str(checkpoint), "--fast-backend", backend, "--input", str(image.parent)]
+        assert main(["predict", *args, "--output", str(tmp_path / backend)]) == 0
+    masks = [sorted((tmp_path / b).rglob("*.png")) for b in ("eager", "openvino")]
+    assert masks[0] and [p.name for p in masks[0]] == [p.name for p in masks[1]]
+    for a, b in zip(*masks, strict=True):
+        assert (torch.tensor(list(Image.open(a).getdata())) == torch.tensor(list(Image.open(b).getdata()))).all()

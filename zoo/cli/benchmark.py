@@ -41,7 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile every candidate")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune)")
     p.add_argument("--fast", action="store_true", help="add the zoo's fast inference path (optimize_for_inference)")
-    p.add_argument("--fast-backend", choices=BACKENDS, default="auto")
+    p.add_argument(
+        "--fast-backend", choices=BACKENDS, default="auto", help="the fast path's engine (auto: the fastest measured)"
+    )
     p.add_argument("--reference", action="store_true", help="time smp's model and timm's encoder alongside")
     p.add_argument("--scaling", action="store_true", help="sweep input sizes 256..1024 and output strides 8/16/32")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs per candidate (default 2)")
