@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import helpers
@@ -212,3 +213,47 @@ def test_cli_predict_with_openvino_matches_eager(model, tmp_path: Path) -> None:
     assert masks[0] and [p.name for p in masks[0]] == [p.name for p in masks[1]]
     for a, b in zip(*masks, strict=True):
         assert (torch.tensor(list(Image.open(a).getdata())) == torch.tensor(list(Image.open(b).getdata()))).all()
+
+
+def test_engines_table_times_alternating_rounds_against_smp(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zoo.benchmark import BenchmarkConfig
+    from zoo.benchmark import engines as table
+
+    engines_here = (("zoo eager fp32", "eager", "fp32"), ("zoo eager bf16 (autocast)", "eager", "bf16"))
+    monkeypatch.setattr(table, "ENGINES", engines_here)
+    config = BenchmarkConfig(
+        models=["xception41:deeplabv3plus"], sizes=[(32, 32)], encoder_kwargs={"width": 0.125}, rounds=2, repeats=1
+    )
+    rows = {row.engine: row for row in table.run_engines(config)}
+    assert list(rows) == ["smp eager fp32", "zoo eager fp32", "zoo eager bf16 (autocast)"]
+    for name in ("smp eager fp32", "zoo eager fp32"):
+        assert len(rows[name].times) == 2 and rows[name].latency_ms > 0 and rows[name].speedup > 0
+    assert rows["smp eager fp32"].speedup == 1.0
+    bf16 = rows["zoo eager bf16 (autocast)"]
+    assert bf16.latency_ms is not None or "instruction sets" in bf16.note  # refused, with the reason, without bf16
+    assert "| zoo eager fp32 |" in table.markdown_table(list(rows.values()))
+
+
+@pytest.mark.slow
+@openvino_only
+def test_openvino_and_torch_compile_in_one_process_do_not_crash(tmp_path: Path) -> None:
+    """Run in a subprocess, so that a segmentation fault fails this test instead of killing pytest."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "both.py"
+    script.write_text(
+        "import torch, zoo\n"
+        "from zoo.infer.optimize import optimize_for_inference\n"
+        "torch.manual_seed(0)\n"
+        "m = zoo.build_model('xception41', 'deeplabv3plus', num_classes=3, encoder_kwargs={'width': 0.125}).eval()\n"
+        "x = torch.rand(1, 3, 48, 48)\n"
+        "for backend in ('openvino', 'compile', 'openvino'):\n"
+        "    fast = optimize_for_inference(m, x, backend, cache_choice=False)\n"
+        "    assert fast.max_abs_diff[backend] <= 1e-3, fast.max_abs_diff\n"
+        "print('ok')\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), (done.returncode, done.stderr[-2000:])
