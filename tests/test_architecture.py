@@ -20,7 +20,7 @@ LAYERS = {
 }  # fmt: skip
 # Imported inside functions only: heavy optional dependencies, and a command's module when it runs.
 LAZY = {"onnx", "onnxruntime", "tensorflow", "matplotlib", "segmentation_models_pytorch", "timm", "torchvision",
-        "scipy", "importlib", "zoo.cli.train", "torch.utils.benchmark"}  # fmt: skip
+        "scipy", "importlib", "zoo.cli.train", "torch.utils.benchmark", "openvino", "nncf"}  # fmt: skip
 CLI_LAZY = {"torch", "rich.console", "rich.progress", "rich.table", "numpy"}
 
 

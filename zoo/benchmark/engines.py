@@ -20,6 +20,7 @@ import torch
 
 from zoo.benchmark.candidates import build_smp, build_zoo, describe_error
 from zoo.benchmark.config import BenchmarkConfig, parse_model_spec
+from zoo.infer.optimize import optimize_for_inference
 
 # (label, backend, precision): what ``optimize_for_inference`` builds for each row
 ENGINES = (
@@ -49,8 +50,6 @@ class EngineRow:
 
 
 def _build(backend: str, precision: str, model: torch.nn.Module, x: torch.Tensor, config: BenchmarkConfig) -> Any:
-    from zoo.infer.optimize import optimize_for_inference
-
     calibration = None
     if precision == "int8":
         size = x.shape[-2:]

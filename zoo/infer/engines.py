@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -73,8 +74,6 @@ def cpu_identity() -> str:
                     break
     except OSError:
         pass
-    import platform
-
     return f"{name or platform.processor() or platform.machine()} | {' '.join(sorted(cpu_flags()))}"
 
 

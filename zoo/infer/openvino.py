@@ -21,9 +21,12 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from zoo.checkpoint import model_meta
 from zoo.errors import ArgumentError
+from zoo.fileio import atomic_write
 from zoo.infer.precision import require_openvino
 from zoo.infer.quantize import dynamic_graph
+from zoo.models import SegmentationModel
 
 RT_INFO_KEY = ("zoo", "meta")  # where export_openvino keeps the model description in the IR
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: NNCF's graph, the rest in fp32
@@ -136,10 +139,6 @@ def export_openvino(
         ArgumentError: naming ``path`` when it does not end in .xml.
         ValueError: OpenVINO's logits differ from PyTorch's by more than ``tolerance``.
     """
-    from zoo.checkpoint import model_meta
-    from zoo.fileio import atomic_write
-    from zoo.models import SegmentationModel
-
     path = Path(path)
     if path.suffix != ".xml":
         raise ArgumentError("path", f"an OpenVINO IR is a .xml file (and its .bin), got {path}")

@@ -41,6 +41,7 @@ from torch.utils import _pytree as pytree
 from zoo.infer import engines
 from zoo.infer.fold import count_batchnorms, fold_batchnorm
 from zoo.infer.onnx import OnnxRuntimeRunner, max_abs_difference
+from zoo.infer.openvino import OpenVinoRunner
 from zoo.infer.precision import check_precision
 from zoo.infer.quantize import Calibration, QuantizedRunner, calibration_batches
 
@@ -166,8 +167,6 @@ def _build_runner(
     if name == "onnxruntime":
         return OnnxRuntimeRunner(model, example_input, num_threads=num_threads)
     if name == "openvino":
-        from zoo.infer.openvino import OpenVinoRunner
-
         cal = list(calibration) if precision == "int8" else None
         return OpenVinoRunner(model, example_input, precision=precision, calibration=cal, num_threads=num_threads)
     use_cl = name == "eager+channels_last" or (name == "compile" and bool(channels_last or device.type == "cuda"))
