@@ -90,7 +90,8 @@ def run_engines(config: BenchmarkConfig, *, progress: Callable[[str], None] | No
             continue
         runners[label] = fast
         if backend == "auto":
-            rows[label].note = f"chose {fast.backend}"
+            measured = ", ".join(f"{n} {t:.0f}" for n, t in fast.timings_ms.items())
+            rows[label].note = f"chose {fast.backend} (its build timed, ms: {measured})"
         if precision == "int8":
             with torch.inference_mode():
                 rows[label].agreement = (fast(x).argmax(1) == reference).float().mean().item()

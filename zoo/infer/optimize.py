@@ -131,14 +131,21 @@ class OptimizedModel:
         )
 
 
-def _median_ms(fn: Callable[[], Any], warmup: int, trials: int) -> float:
-    """Median of ``trials`` single runs of ``fn`` in ms (``torch.utils.benchmark.Timer`` synchronises CUDA)."""
-    for _ in range(warmup):
-        fn()
+def _median_ms(fns: dict[str, Callable[[], Any]], warmup: int, trials: int) -> dict[str, float]:
+    """Each ``fn``'s median over ``trials`` single runs in ms, the candidates alternating run by run (so a burst of
+    load on a shared machine hits them alike), at torch's thread count (``torch.utils.benchmark.Timer``, which
+    synchronises CUDA, would otherwise time torch at one thread)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     from torch.utils.benchmark import Timer  # heavy (imports setuptools): only when candidates are timed
 
-    timer = Timer(stmt="fn()", globals={"fn": fn})
-    return statistics.median(timer.timeit(1).mean for _ in range(trials)) * 1e3
+    timers = {n: Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()) for n, fn in fns.items()}
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(trials):
+        for name, timer in timers.items():
+            runs[name].append(timer.timeit(1).mean * 1e3)
+    return {name: statistics.median(values) for name, values in runs.items()}
 
 
 def _candidates(backend: str, device: torch.device, channels_last: bool | None, precision: str) -> list[str]:
@@ -317,5 +324,6 @@ class _Built:
                 self.errors[name] = message
                 continue
             self.runners[name] = runner
-            if time:
-                self.timings[name] = _median_ms(lambda r=runner: r(self.example), warmup, trials)
+        if time and self.runners:
+            fns = {name: (lambda r=runner: r(self.example)) for name, runner in self.runners.items()}
+            self.timings.update(_median_ms(fns, warmup, trials))
