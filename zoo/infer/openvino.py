@@ -6,7 +6,11 @@ explicitly (``INFERENCE_PRECISION_HINT``): on a CPU with AMX or AVX-512 BF16, Op
 NNCF's post-training quantization (the library OpenVINO documents for it) calibrated on the same ``calibration``
 images as ONNX Runtime's. ``openvino`` and ``nncf`` are optional (the ``openvino`` extra) and imported here only.
 
-OpenVINO and ``torch.compile`` in one process: see :func:`check_no_compile`.
+OpenVINO and ``torch.compile`` in one process: with torch 2.14.1 and openvino 2026.4.1, building and running an
+OpenVINO engine, then ``torch.compile``, then OpenVINO again (and the other order) in one process runs without a
+crash; tests/test_openvino.py runs that sequence in a subprocess so that a segmentation fault fails the test. The
+zoo never uses OpenVINO's own ``torch.compile`` back-end (``openvino.torch``), which fails on the zoo's graphs
+with torch 2.14.1 ("sources must not be empty for symbol" while creating guards).
 """
 
 from __future__ import annotations
