@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.infer import optimize, precision
+from zoo.infer import onnx, precision
 from zoo.infer.fold import count_batchnorms, find_conv_bn_pairs, fold_batchnorm, fold_conv_bn
 from zoo.infer.optimize import OnnxRuntimeRunner, optimize_for_inference
 
@@ -172,7 +172,7 @@ def test_optimized_model_matches_at_two_sizes(tiny_model: nn.Module, backend: st
 def test_auto_measures_onnxruntime_and_eager_on_cpu(tiny_model: nn.Module) -> None:
     x = torch.randn(1, 3, 64, 64)
     optimized = optimize_for_inference(tiny_model, example_input=x, warmup=0, trials=1)
-    assert set(optimized.timings_ms) == {"onnxruntime", "eager"}
+    assert set(optimized.timings_ms) == {"onnxruntime", "eager"}  # conftest: ZOO_ENGINES leaves OpenVINO out
     assert optimized.backend == min(optimized.timings_ms, key=optimized.timings_ms.get)
     assert all(d <= 1e-3 for d in optimized.max_abs_diff.values())
     with torch.no_grad():
@@ -207,14 +207,14 @@ def test_onnxruntime_dynamic_graph_returns_encoder_features() -> None:
 
 
 def test_onnxruntime_falls_back_to_fixed_graphs(tiny_model: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
-    export = optimize.onnx_bytes
+    export = onnx.onnx_bytes
 
     def no_dynamic(model, example_input, *, opset=17, dynamic=False):
         if dynamic:
             raise RuntimeError("dynamic export unsupported")
         return export(model, example_input, opset=opset)
 
-    monkeypatch.setattr(optimize, "onnx_bytes", no_dynamic)
+    monkeypatch.setattr(onnx, "onnx_bytes", no_dynamic)
     runner = OnnxRuntimeRunner(tiny_model, torch.randn(1, 3, 64, 64), max_sessions=2)
     for shape in [(1, 3, 64, 64), (1, 3, 96, 64), (1, 3, 57, 83)]:
         x = torch.randn(shape)

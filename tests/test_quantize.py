@@ -129,7 +129,10 @@ def test_int8_needs_calibration_data(trained: SegmentationModel, tmp_path: Path)
         optimize_for_inference(trained, x, precision="int8", calibration=[])
     with pytest.raises(ValueError, match="RGB in 0..1"):
         optimize_for_inference(trained, x, precision="int8", calibration=[torch.randn(1, 3, 8, 8) * 3])
-    with pytest.raises(ValueError, match="^backend: precision 'int8' runs on ONNX Runtime: 'auto' or 'onnxruntime'"):
+    with pytest.raises(
+        ValueError,
+        match="^backend: precision 'int8' runs on one of \\['auto', 'onnxruntime', 'openvino'\\], not 'eager'",
+    ):
         optimize_for_inference(trained, x, backend="eager", precision="int8", calibration=[x])
 
 
@@ -167,7 +170,7 @@ def test_predictor_precision_implies_the_fast_path_and_needs_calibration(tmp_pat
         Predictor.from_checkpoint(path, precision="int8", calibration=tmp_path)
     with pytest.raises(ValueError, match="^device: 'int8' runs|^device: precision 'int8' runs on the CPU only"):
         precision.check_precision("int8", device="cuda", calibration=tmp_path)
-    with pytest.raises(ValueError, match="^backend: precision 'int8' runs on ONNX Runtime"):
+    with pytest.raises(ValueError, match="^backend: precision 'int8' runs on one of"):
         precision.check_precision("int8", backend="eager", calibration=tmp_path)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     predictor = Predictor.from_checkpoint(path, precision="int8", calibration=tmp_path)  # no fast=True needed

@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = examples(
         "zoo benchmark --models xception65:deeplabv3plus --size 512 --reference",
         "zoo benchmark --models xception65:deeplabv3plus --size 512x1024 --fast --precision int8",
+        "zoo benchmark --models xception65:deeplabv3plus --size 512 --threads 2 --engines",
         "zoo benchmark --models xception65 --scaling --encoder-kwargs '{\"width\": 0.5}' --json scaling.json",
     )
     p.add_argument("--models", nargs="+", required=True, metavar="SPEC", help="e.g. xception65:deeplabv3plus resnet50")
@@ -41,8 +42,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile every candidate")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode (e.g. max-autotune)")
     p.add_argument("--fast", action="store_true", help="add the zoo's fast inference path (optimize_for_inference)")
-    p.add_argument("--fast-backend", choices=BACKENDS, default="auto")
+    p.add_argument(
+        "--fast-backend", choices=BACKENDS, default="auto", help="the fast path's engine (auto: the fastest measured)"
+    )
     p.add_argument("--reference", action="store_true", help="time smp's model and timm's encoder alongside")
+    p.add_argument(
+        "--engines",
+        action="store_true",
+        help="the engines table of the first model and size: every engine and precision this CPU offers, as a "
+        "speed-up over smp eager fp32 (markdown)",
+    )
     p.add_argument("--scaling", action="store_true", help="sweep input sizes 256..1024 and output strides 8/16/32")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs per candidate (default 2)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per candidate per round (default 3)")
@@ -92,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     from zoo.benchmark import machine_description, memory_kind, print_table, run_benchmark, write_csv, write_json
 
     config = config_from_args(args)
+    if args.engines:
+        return _run_engines(config)
     rows = run_benchmark(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     machine = machine_description(config.device, config.threads)
     print_table(rows, title=f"zoo benchmark on {machine} (peak memory: {memory_kind(torch.device(config.device))})")
@@ -101,3 +112,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {write_json(rows, args.json, config)}")
     failed = [r for r in rows if r.impl.startswith("zoo") and r.error and r.error != "out of memory"]
     return 1 if failed else 0
+
+
+def _run_engines(config: BenchmarkConfig) -> int:
+    """``zoo benchmark --engines``: the markdown table, titled with the machine and the setting."""
+    from zoo.benchmark import machine_description
+    from zoo.benchmark.engines import markdown_table, run_engines
+
+    rows = run_engines(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    (h, w), model = config.sizes[0], config.models[0]
+    print(
+        f"engines on {machine_description(config.device, config.threads)}: {model} OS{config.output_stride} "
+        f"{h}x{w} batch {config.batch_size}, {config.rounds} alternating rounds of {config.repeats}\n"
+    )
+    print(markdown_table(rows))
+    return 0 if any(r.latency_ms is not None for r in rows) else 1

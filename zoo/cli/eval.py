@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         fast=fast,
         precision=args.precision,
         calibration=args.calibration,
+        backend=args.fast_backend,
         **options,
     )
     dataset = build_dataset(args.dataset, root=args.root, split=None if args.split == "all" else args.split)

@@ -21,6 +21,7 @@ from zoo.infer.precision import BACKENDS, PRECISION_NAMES
 
 USER_ERRORS = (FileNotFoundError, KeyError, ValueError, OSError)
 DEVICE_KINDS = ("cpu", "cuda")
+LIBRARY_ALIASES = {"backend": "fast_backend"}  # optimize_for_inference's backend is --fast-backend
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -36,7 +37,11 @@ def error_message(error: BaseException) -> str:
 
 def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
     """Each argument's destination -> its long flag (``"batch_size"`` -> ``"--batch-size"``)."""
-    return {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
+    flags = {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
+    for argument, dest in LIBRARY_ALIASES.items():  # the library's name for what a flag of another name sets
+        if dest in flags:
+            flags[argument] = flags[dest]
+    return flags
 
 
 def error_line(command: str, error: BaseException, flags: dict[str, str] | None = None) -> str:
@@ -159,7 +164,14 @@ def add_fast_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fast",
         action="store_true",
-        help="the fast path (zoo.optimize_for_inference: BatchNorms folded, ONNX Runtime on the CPU)",
+        help="the fast path (zoo.optimize_for_inference: BatchNorms folded, the fastest engine on the CPU)",
+    )
+    parser.add_argument(
+        "--fast-backend",
+        choices=BACKENDS,
+        default="auto",
+        help="the fast path's engine (implies --fast): auto (the fastest measured, remembered), onnxruntime, "
+        "openvino (pip install 'zoo[openvino]'), compile, eager",
     )
 
 

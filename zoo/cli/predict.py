@@ -136,7 +136,7 @@ def build_predictor(args: argparse.Namespace) -> Any:
     if backend == "onnx":
         if args.onnx is None:
             raise ValueError("--backend onnx needs --onnx FILE")
-        if args.fast or args.precision != "fp32":
+        if args.fast or args.precision != "fp32" or args.fast_backend != "auto":
             raise ValueError("--fast and --precision run a checkpoint; an --onnx file runs as it was exported")
         meta = read_checkpoint(args.checkpoint)["zoo"] if args.checkpoint else None
         predictor = Predictor.from_onnx(args.onnx, args.device, meta=meta, **options)
@@ -152,6 +152,7 @@ def build_predictor(args: argparse.Namespace) -> Any:
             fast=args.fast,
             precision=args.precision,
             calibration=args.calibration,
+            backend=args.fast_backend,
             **options,
         )
         source = args.checkpoint

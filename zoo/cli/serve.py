@@ -73,7 +73,8 @@ def build_predictor(args: argparse.Namespace) -> Any:
     from zoo.infer import Predictor
     from zoo.models import build_model
 
-    options = {"device": args.device, "fast": args.fast, "precision": args.precision, "calibration": args.calibration}
+    options = {"device": args.device, "fast": args.fast, "precision": args.precision, "calibration": args.calibration,
+               "backend": args.fast_backend}  # fmt: skip
     if not str(args.checkpoint).startswith("deeplab-tf:"):
         return Predictor.from_checkpoint(args.checkpoint, **options)
     model = build_model(weights=str(args.checkpoint))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -264,4 +265,101 @@ class OnnxModel:
         return torch.from_numpy(logits).to(x.device)
 
 
-__all__ = ["OnnxModel", "export_onnx", "onnx_bytes", "onnx_max_difference", "ort_session"]
+def max_abs_difference(a: Any, b: Any) -> float:
+    """Largest absolute difference between two (nested) tensor outputs of the same structure."""
+    leaves_a, spec_a = pytree.tree_flatten(a)
+    leaves_b, spec_b = pytree.tree_flatten(b)
+    if spec_a != spec_b:
+        raise ValueError(f"outputs differ in structure: {spec_a} vs {spec_b}")
+    diffs = [(x.float() - y.float().to(x.device)).abs().max().item() for x, y in zip(leaves_a, leaves_b, strict=True)]
+    return max(diffs, default=0.0)
+
+
+class OnnxRuntimeRunner:
+    """Runs a module through ONNX Runtime on the CPU.
+
+    The first ``max_sessions`` input shapes each get a graph fixed to that shape (exported on first use;
+    the fastest to run). Further shapes share one graph with dynamic batch, height and width, exported
+    once at an odd size (so that a model's padding to a multiple of its stride stays in the graph) and
+    checked against the module on the first shape it serves; where that check fails, each further shape
+    gets a fixed graph of its own, the least recently used ones dropped.
+
+    Args:
+        model: the (folded) module, on the CPU, in eval mode.
+        example_input: an input whose shape gets a session now.
+        num_threads: ONNX Runtime's intra-op threads (default: ``torch.get_num_threads()``).
+        max_sessions: how many shapes get a fixed-shape graph.
+        tolerance: largest max abs difference allowed between the dynamic graph and the module.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_input: torch.Tensor,
+        *,
+        num_threads: int | None = None,
+        max_sessions: int = 4,
+        tolerance: float = 1e-3,
+    ) -> None:
+        self.model = model.cpu().eval()
+        self.num_threads = num_threads or torch.get_num_threads()
+        self.max_sessions = max_sessions
+        self.tolerance = tolerance
+        self.sessions: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self.dynamic_session: Any = None
+        self.dynamic_ok: bool | None = None  # None: not tried yet
+        with torch.no_grad():
+            self.spec = pytree.tree_structure(self.model(example_input.cpu().float()))
+        self._session(example_input)
+
+    def _build(self, model: bytes) -> Any:
+        return ort_session(model, num_threads=self.num_threads)
+
+    def _session(self, x: torch.Tensor) -> Any:
+        key = tuple(x.shape)
+        if key in self.sessions:
+            self.sessions.move_to_end(key)
+            return self.sessions[key]
+        if len(self.sessions) >= self.max_sessions:
+            if self.dynamic_ok is None:
+                self.dynamic_ok = self._try_dynamic(x)
+            if self.dynamic_ok:
+                return self.dynamic_session
+        self.sessions[key] = self._build(onnx_bytes(self.model, x.detach().cpu().float()))
+        while len(self.sessions) > max(1, self.max_sessions):
+            self.sessions.popitem(last=False)
+        return self.sessions[key]
+
+    def _try_dynamic(self, x: torch.Tensor) -> bool:
+        x = x.detach().cpu().float()
+        odd = torch.randn(1, x.shape[1], 65, 91, generator=torch.Generator().manual_seed(0))
+        try:
+            session = self._build(onnx_bytes(self.model, odd, dynamic=True))
+            with torch.no_grad():
+                expected = self.model(x)
+            if max_abs_difference(expected, self._run(session, x)) > self.tolerance:
+                return False
+        except Exception:  # a module that cannot be exported with dynamic sizes keeps fixed-shape graphs
+            return False
+        self.dynamic_session = session
+        return True
+
+    def _run(self, session: Any, x: torch.Tensor) -> Any:
+        array = x.detach().cpu().float().contiguous().numpy()
+        outputs = session.run(None, {session.get_inputs()[0].name: array})
+        tensors = [torch.from_numpy(o).to(x.device) for o in outputs]
+        return pytree.tree_unflatten(tensors, self.spec)
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        return self._run(self._session(x), x)
+
+
+__all__ = [
+    "OnnxModel",
+    "OnnxRuntimeRunner",
+    "max_abs_difference",
+    "export_onnx",
+    "onnx_bytes",
+    "onnx_max_difference",
+    "ort_session",
+]

@@ -10,12 +10,16 @@ fastest:
   graph optimisations (CPU only; a fixed-shape graph for each of the first input shapes, then one graph
   with dynamic sizes for all others, see :class:`OnnxRuntimeRunner`);
 - ``"compile"``: ``torch.compile`` of the folded model;
+- ``"openvino"``: the folded model run by OpenVINO (CPU; fp32, bf16, int8 through NNCF; the optional ``openvino``
+  extra, see :mod:`zoo.infer.openvino`);
 - ``"eager"``: the folded model itself, in channels-last memory format where that is faster.
 
-``backend="auto"`` measures ONNX Runtime against eager on the CPU and ``torch.compile`` against eager
-on CUDA (on this project's 2-core CPU ``torch.compile`` gave no gain, and channels-last was slower).
+``backend="auto"`` measures ONNX Runtime, OpenVINO (where installed) and eager on the CPU, ``torch.compile``
+against eager on CUDA (on this project's 2-core CPU ``torch.compile`` gave no gain, and channels-last was slower),
+and remembers the choice (:mod:`zoo.infer.engines`): the next build for the same CPU, weights, input shape,
+precision and threads builds only the remembered engine.
 
-``precision="int8"`` (CPU, ONNX Runtime) quantizes every graph the ONNX Runtime back-end builds, with
+``precision="int8"`` (CPU, ONNX Runtime or OpenVINO) quantizes every graph the back-end builds, with
 activation ranges calibrated once on the ``calibration`` images (see :mod:`zoo.infer.quantize`); its accuracy
 is measured by :func:`zoo.infer.quantize.quantization_report`, not by the build-time check. ``precision="bf16"``
 runs the torch back-ends under ``torch.autocast`` and, on the CPU, needs a CPU with native bf16 instructions.
@@ -26,7 +30,6 @@ from __future__ import annotations
 import copy
 import statistics
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, Literal
@@ -35,12 +38,14 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from zoo.infer import engines
 from zoo.infer.fold import count_batchnorms, fold_batchnorm
-from zoo.infer.onnx import onnx_bytes, ort_session
+from zoo.infer.onnx import OnnxRuntimeRunner, max_abs_difference
+from zoo.infer.openvino import OpenVinoRunner
 from zoo.infer.precision import check_precision
 from zoo.infer.quantize import Calibration, QuantizedRunner, calibration_batches
 
-Backend = Literal["auto", "onnxruntime", "compile", "eager"]
+Backend = Literal["auto", "onnxruntime", "openvino", "compile", "eager"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # torch.autocast dtypes
 
@@ -69,85 +74,6 @@ class _TorchRunner:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), _autocast(self.device, self.precision):
             return self.module(x)
-
-
-class OnnxRuntimeRunner:
-    """Runs a module through ONNX Runtime on the CPU.
-
-    The first ``max_sessions`` input shapes each get a graph fixed to that shape (exported on first use;
-    the fastest to run). Further shapes share one graph with dynamic batch, height and width, exported
-    once at an odd size (so that a model's padding to a multiple of its stride stays in the graph) and
-    checked against the module on the first shape it serves; where that check fails, each further shape
-    gets a fixed graph of its own, the least recently used ones dropped.
-
-    Args:
-        model: the (folded) module, on the CPU, in eval mode.
-        example_input: an input whose shape gets a session now.
-        num_threads: ONNX Runtime's intra-op threads (default: ``torch.get_num_threads()``).
-        max_sessions: how many shapes get a fixed-shape graph.
-        tolerance: largest max abs difference allowed between the dynamic graph and the module.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        example_input: torch.Tensor,
-        *,
-        num_threads: int | None = None,
-        max_sessions: int = 4,
-        tolerance: float = 1e-3,
-    ) -> None:
-        self.model = model.cpu().eval()
-        self.num_threads = num_threads or torch.get_num_threads()
-        self.max_sessions = max_sessions
-        self.tolerance = tolerance
-        self.sessions: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        self.dynamic_session: Any = None
-        self.dynamic_ok: bool | None = None  # None: not tried yet
-        with torch.no_grad():
-            self.spec = pytree.tree_structure(self.model(example_input.cpu().float()))
-        self._session(example_input)
-
-    def _build(self, model: bytes) -> Any:
-        return ort_session(model, num_threads=self.num_threads)
-
-    def _session(self, x: torch.Tensor) -> Any:
-        key = tuple(x.shape)
-        if key in self.sessions:
-            self.sessions.move_to_end(key)
-            return self.sessions[key]
-        if len(self.sessions) >= self.max_sessions:
-            if self.dynamic_ok is None:
-                self.dynamic_ok = self._try_dynamic(x)
-            if self.dynamic_ok:
-                return self.dynamic_session
-        self.sessions[key] = self._build(onnx_bytes(self.model, x.detach().cpu().float()))
-        while len(self.sessions) > max(1, self.max_sessions):
-            self.sessions.popitem(last=False)
-        return self.sessions[key]
-
-    def _try_dynamic(self, x: torch.Tensor) -> bool:
-        x = x.detach().cpu().float()
-        odd = torch.randn(1, x.shape[1], 65, 91, generator=torch.Generator().manual_seed(0))
-        try:
-            session = self._build(onnx_bytes(self.model, odd, dynamic=True))
-            with torch.no_grad():
-                expected = self.model(x)
-            if max_abs_difference(expected, self._run(session, x)) > self.tolerance:
-                return False
-        except Exception:  # a module that cannot be exported with dynamic sizes keeps fixed-shape graphs
-            return False
-        self.dynamic_session = session
-        return True
-
-    def _run(self, session: Any, x: torch.Tensor) -> Any:
-        array = x.detach().cpu().float().contiguous().numpy()
-        outputs = session.run(None, {session.get_inputs()[0].name: array})
-        tensors = [torch.from_numpy(o).to(x.device) for o in outputs]
-        return pytree.tree_unflatten(tensors, self.spec)
-
-    def __call__(self, x: torch.Tensor) -> Any:
-        return self._run(self._session(x), x)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -205,34 +131,25 @@ class OptimizedModel:
         )
 
 
-def max_abs_difference(a: Any, b: Any) -> float:
-    """Largest absolute difference between two (nested) tensor outputs of the same structure."""
-    leaves_a, spec_a = pytree.tree_flatten(a)
-    leaves_b, spec_b = pytree.tree_flatten(b)
-    if spec_a != spec_b:
-        raise ValueError(f"outputs differ in structure: {spec_a} vs {spec_b}")
-    diffs = [(x.float() - y.float().to(x.device)).abs().max().item() for x, y in zip(leaves_a, leaves_b, strict=True)]
-    return max(diffs, default=0.0)
-
-
-def _median_ms(fn: Callable[[], Any], warmup: int, trials: int) -> float:
-    """Median of ``trials`` single runs of ``fn`` in ms (``torch.utils.benchmark.Timer`` synchronises CUDA)."""
-    for _ in range(warmup):
-        fn()
+def _median_ms(fns: dict[str, Callable[[], Any]], warmup: int, trials: int) -> dict[str, float]:
+    """Each ``fn``'s median over ``trials`` single runs in ms, the candidates alternating run by run (so a burst of
+    load on a shared machine hits them alike), at torch's thread count (``torch.utils.benchmark.Timer``, which
+    synchronises CUDA, would otherwise time torch at one thread)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     from torch.utils.benchmark import Timer  # heavy (imports setuptools): only when candidates are timed
 
-    timer = Timer(stmt="fn()", globals={"fn": fn})
-    return statistics.median(timer.timeit(1).mean for _ in range(trials)) * 1e3
+    timers = {n: Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()) for n, fn in fns.items()}
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(trials):
+        for name, timer in timers.items():
+            runs[name].append(timer.timeit(1).mean * 1e3)
+    return {name: statistics.median(values) for name, values in runs.items()}
 
 
 def _candidates(backend: str, device: torch.device, channels_last: bool | None, precision: str) -> list[str]:
-    if precision == "int8":
-        return ["onnxruntime"]
-    if backend == "auto":
-        cpu = ["onnxruntime", "eager"] if precision == "fp32" else ["eager"]  # ONNX Runtime runs fp32 and int8 only
-        names = cpu if device.type == "cpu" else ["compile", "eager"]
-    else:
-        names = [backend]
+    names = engines.candidates(precision, device.type) if backend == "auto" else [backend]
     if "eager" in names and (channels_last or (channels_last is None and device.type == "cuda")):
         names.insert(names.index("eager") + 1, "eager+channels_last")
         if channels_last:
@@ -256,6 +173,9 @@ def _build_runner(
         return QuantizedRunner(model, example_input, calibration, num_threads=num_threads, reduce_range=reduce_range)
     if name == "onnxruntime":
         return OnnxRuntimeRunner(model, example_input, num_threads=num_threads)
+    if name == "openvino":
+        cal = list(calibration) if precision == "int8" else None
+        return OpenVinoRunner(model, example_input, precision=precision, calibration=cal, num_threads=num_threads)
     use_cl = name == "eager+channels_last" or (name == "compile" and bool(channels_last or device.type == "cuda"))
     module = model.to(memory_format=torch.channels_last) if use_cl else model
     if name == "compile":
@@ -278,6 +198,8 @@ def optimize_for_inference(
     tolerance: float | None = None,
     warmup: int = 1,
     trials: int = 3,
+    min_agreement: float = 0.9,
+    cache_choice: bool = True,
 ) -> OptimizedModel:
     """A faster callable with ``model``'s outputs, checked against the model on ``example_input``.
 
@@ -285,11 +207,12 @@ def optimize_for_inference(
         model: the network (left unchanged; a copy is optimised).
         example_input: a typical input, on the device to run on; used to find conv-BN pairs, to check
             each back-end's outputs and to time them.
-        backend: "auto" (measure the candidates for the device and keep the fastest), "onnxruntime"
-            (CPU, fp32), "compile" (``torch.compile``) or "eager" (the folded model itself).
+        backend: "auto" (measure the candidates for the device and keep the fastest; remembered, see
+            ``cache_choice``), "onnxruntime" (CPU, fp32/int8), "openvino" (CPU, fp32/bf16/int8), "compile"
+            (``torch.compile``) or "eager" (the folded model itself).
         precision: "fp32"; "bf16"/"fp16" through ``torch.autocast`` (torch back-ends; bf16 on the CPU needs
             native bf16 instructions); "int8": static post-training quantization (CPU, ONNX Runtime, QDQ,
-            per-channel weights), calibrated on ``calibration``.
+            per-channel weights; or OpenVINO through NNCF), calibrated on ``calibration``.
         calibration: int8 only: a folder of images, or an iterable of ``N×3×H×W`` batches of RGB in 0..1 (what
             the model takes; it normalises its input itself). A few dozen images like the data.
         reduce_range: int8 only: 7-bit weights (ONNX Runtime's ``reduce_range``); None: on a CPU without VNNI,
@@ -303,6 +226,10 @@ def optimize_for_inference(
             accuracy :func:`zoo.infer.quantize.quantization_report` measures on real images).
         warmup: untimed runs per candidate before timing ("auto" only).
         trials: timed runs per candidate ("auto" only).
+        min_agreement: int8 under "auto" with several engines: the least share of pixels whose class agrees with
+            the model's on ``example_input`` for an engine to be kept.
+        cache_choice: "auto": remember the choice per CPU, weights, input shape, precision and threads
+            (:class:`zoo.infer.engines.EngineCache`), and build only the remembered engine next time.
 
     Raises:
         ArgumentError: (a ValueError) for an unknown backend or precision, a precision this CPU has no instructions
@@ -316,7 +243,6 @@ def optimize_for_inference(
     check_precision(precision, device=device, backend=backend, calibration=calibration)
     if precision == "int8":
         calibration = calibration_batches(calibration)  # reads and checks the images before any work
-    strict = backend != "auto" or precision == "int8"  # int8 has one candidate: its errors are the caller's
     original = model.eval()
     with torch.inference_mode():
         reference = original(example_input)
@@ -331,41 +257,73 @@ def optimize_for_inference(
         limit = tolerance if tolerance is not None else float("inf")
 
     names = _candidates(backend, device, channels_last, precision)
-    runners: dict[str, Callable] = {}
-    timings: dict[str, float] = {}
-    diffs: dict[str, float] = {}
-    errors: dict[str, str] = {}
-    for name in names:
-        try:
-            runner = _build_runner(
-                name,
-                prepared,
-                example_input,
-                precision,
-                channels_last,
-                compile_mode,
-                num_threads,
-                calibration,
-                reduce_range,
-            )
-            diffs[name] = max_abs_difference(reference, runner(example_input))
-        except Exception as error:  # a back-end that cannot run this model is skipped under "auto"
-            if strict:
-                raise
-            errors[name] = f"{type(error).__name__}: {error}"
-            continue
-        if diffs[name] > limit:
-            message = f"backend {name!r} differs from the model by {diffs[name]:.3g} > tolerance {limit:.3g}"
-            if strict:
-                raise ValueError(message)
-            errors[name] = message
-            continue
-        runners[name] = runner
-        if len(names) > 1:
-            timings[name] = _median_ms(lambda r=runner: r(example_input), warmup, trials)
-    if not runners:
-        raise RuntimeError(f"no back-end could run the model: {errors}")
-    for name, message in errors.items():
+    agreement = min_agreement if precision == "int8" and len(names) > 1 else None
+    built = _Built(prepared, example_input, reference, limit, agreement, strict=backend != "auto" or len(names) == 1)
+    options = (precision, channels_last, compile_mode, num_threads, calibration, reduce_range)
+    cache = key = remembered = None
+    if cache_choice and backend == "auto" and len(names) > 1:
+        cache = engines.EngineCache()
+        threads = num_threads or torch.get_num_threads()
+        key = engines.choice_key(original, tuple(example_input.shape), f"{precision}/{reduce_range}", names, threads)
+        remembered = cache.get(key, names)
+    if remembered is not None:
+        built.build([remembered["backend"]], options, time=False)
+        built.timings = dict(remembered["timings_ms"])
+    if not built.runners:  # no remembered choice, or it fails now: measure every candidate
+        built.build(names, options, time=len(names) > 1, warmup=warmup, trials=trials)
+        if cache is not None and built.runners:
+            cache.put(key, engines.choose(built.timings, set(built.runners)), built.timings)
+    if not built.runners:
+        raise RuntimeError(f"no back-end could run the model: {built.errors}")
+    for name, message in built.errors.items():
         warnings.warn(f"optimize_for_inference skipped {name}: {message}", stacklevel=2)
-    best = min(runners, key=lambda n: timings.get(n, 0.0))
-    return OptimizedModel(runners[best], best, timings, diffs, folded, precision=precision, folded_model=prepared)
+    best = min(built.runners, key=lambda n: built.timings.get(n, 0.0))
+    return OptimizedModel(
+        built.runners[best], best, built.timings, built.diffs, folded, precision=precision, folded_model=prepared
+    )
+
+
+def pixel_agreement(reference: Any, output: Any) -> float:
+    """The share of pixels whose argmax class (dim 1 of the first output) is the same in both outputs."""
+    a, b = pytree.tree_leaves(reference)[0], pytree.tree_leaves(output)[0]
+    return (a.argmax(1) == b.to(a.device).argmax(1)).float().mean().item()
+
+
+class _Built:
+    """The candidates built so far: each checked against the reference outputs, then timed."""
+
+    def __init__(self, model, example, reference, limit: float, agreement: float | None, strict: bool) -> None:
+        self.model, self.example, self.reference = model, example, reference
+        self.limit, self.agreement, self.strict = limit, agreement, strict
+        self.runners: dict[str, Callable] = {}
+        self.timings: dict[str, float] = {}
+        self.diffs: dict[str, float] = {}
+        self.errors: dict[str, str] = {}
+
+    def build(self, names: list[str], options: tuple, time: bool, warmup: int = 1, trials: int = 3) -> None:
+        for name in names:
+            try:
+                runner = _build_runner(name, self.model, self.example, *options)
+                output = runner(self.example)
+                self.diffs[name] = max_abs_difference(self.reference, output)
+            except Exception as error:  # a back-end that cannot run this model is skipped under "auto"
+                if self.strict:
+                    raise
+                self.errors[name] = f"{type(error).__name__}: {error}"
+                continue
+            message = None
+            if self.diffs[name] > self.limit:
+                message = (
+                    f"backend {name!r} differs from the model by {self.diffs[name]:.3g} > tolerance {self.limit:.3g}"
+                )
+            elif self.agreement is not None and (share := pixel_agreement(self.reference, output)) < self.agreement:
+                message = f"backend {name!r} agrees with the model on {share:.1%} of pixels < {self.agreement:.0%}"
+            if message:
+                if self.strict:
+                    raise ValueError(message)
+                self.errors[name] = message
+                continue
+            self.runners[name] = runner
+        if time and self.runners:
+            fns = {name: (lambda r=runner: r(self.example)) for name, runner in self.runners.items()}
+            self.timings.update(_median_ms(fns, warmup, trials))

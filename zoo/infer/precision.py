@@ -3,13 +3,15 @@ benchmark share, and the CPU's instruction sets.
 
 The rules: "fp32" runs everywhere. Any other precision runs on the fast path (:func:`zoo.optimize_for_inference`),
 so asking for it implies the fast path. "bf16" and "fp16" run under ``torch.autocast``; on the CPU "bf16" needs
-native bf16 instructions. "int8" is ONNX Runtime's static quantization: CPU only, on the "auto" or "onnxruntime"
-back-end, calibrated on images like the data (a folder of them, or batches). This module imports no torch, so the
+native bf16 instructions. "int8" is static post-training quantization: CPU only, on the "auto", "onnxruntime" or
+"openvino" back-end, calibrated on images like the data (a folder of them, or batches). "openvino" (the optional
+``openvino`` extra) runs fp32, bf16 and int8 on the CPU. This module imports no torch, so the
 command line can offer its names instantly.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from typing import Any
 from zoo.errors import ArgumentError
 
 PRECISION_NAMES = ("fp32", "bf16", "fp16", "int8")
-BACKENDS = ("auto", "onnxruntime", "compile", "eager")
+BACKENDS = ("auto", "onnxruntime", "openvino", "compile", "eager")
+INT8_BACKENDS = ("auto", "onnxruntime", "openvino")
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 INT8_FLAGS = VNNI_FLAGS | {"avx2", "asimddp"}  # x86: AVX2 at least; Arm: the dot-product extension
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 AVX-512 BF16 / AMX, Arm BF16
@@ -60,6 +63,23 @@ def check_cpu_precision(precision: str, flags: frozenset[str] | None = None) -> 
     )
 
 
+def has_openvino(nncf: bool = False) -> bool:
+    """Whether ``openvino`` (and ``nncf`` when asked) can be imported, without importing them."""
+    names = ("openvino", "nncf") if nncf else ("openvino",)
+    return all(importlib.util.find_spec(name) is not None for name in names)
+
+
+def require_openvino(nncf: bool = False, flags: frozenset[str] | None = None) -> None:
+    """Raise an :class:`~zoo.errors.ArgumentError` naming ``backend`` where OpenVINO cannot run here: the package
+    (or ``nncf``, for int8) is not installed, or an x86 CPU lacks SSE4.2, the least OpenVINO's CPU plug-in needs."""
+    if not has_openvino(nncf):
+        what = "openvino and nncf" if nncf else "openvino"
+        raise ArgumentError("backend", f"'openvino' needs {what}: pip install 'zoo[openvino]'")
+    flags = cpu_flags() if flags is None else flags
+    if platform.machine() in ("x86_64", "AMD64") and flags and "sse4_2" not in flags:
+        raise ArgumentError("backend", "'openvino' needs a CPU with SSE4.2; this CPU has none: use 'onnxruntime'")
+
+
 def device_type(device: Any) -> str:
     """ "cpu" or "cuda" for a device name or ``torch.device`` ("gpu" is refused with the valid names)."""
     name = str(device)
@@ -83,7 +103,7 @@ def check_precision(
     Args:
         precision: one of ``choices``.
         device: where it runs ("cpu", "cuda", a ``torch.device``).
-        backend: the fast path's back-end ("auto", "onnxruntime", "compile", "eager").
+        backend: the fast path's back-end ("auto", "onnxruntime", "openvino", "compile", "eager").
         calibration: int8: a folder of images (checked to exist; its images are read when calibrating) or an
             iterable of batches.
         needs_calibration: int8 without ``calibration`` is an error (the benchmark calibrates on random images).
@@ -99,13 +119,17 @@ def check_precision(
     kind = device_type(device)
     if backend == "onnxruntime" and (kind != "cpu" or precision not in ("fp32", "int8")):
         raise ArgumentError("backend", f"'onnxruntime' runs fp32 or int8 on the CPU only, not {precision} on {kind}")
+    if backend == "openvino":
+        if kind != "cpu" or precision == "fp16":
+            raise ArgumentError(
+                "backend", f"'openvino' runs fp32, bf16 or int8 on the CPU only, not {precision} on {kind}"
+            )
+        require_openvino(nncf=precision == "int8")
     if precision == "int8":
         if kind != "cpu":
-            raise ArgumentError("device", "precision 'int8' runs on the CPU only (ONNX Runtime)")
-        if backend not in ("auto", "onnxruntime"):
-            raise ArgumentError(
-                "backend", f"precision 'int8' runs on ONNX Runtime: 'auto' or 'onnxruntime', not {backend!r}"
-            )
+            raise ArgumentError("device", "precision 'int8' runs on the CPU only (ONNX Runtime or OpenVINO)")
+        if backend not in INT8_BACKENDS:
+            raise ArgumentError("backend", f"precision 'int8' runs on one of {list(INT8_BACKENDS)}, not {backend!r}")
         if calibration is None and needs_calibration:
             raise ArgumentError(
                 "calibration", "precision 'int8' needs calibration images: a folder of images like the data"
@@ -118,10 +142,13 @@ def check_precision(
 
 __all__ = [
     "BACKENDS",
+    "INT8_BACKENDS",
     "PRECISION_NAMES",
     "check_cpu_precision",
     "check_precision",
     "cpu_flags",
     "device_type",
+    "has_openvino",
     "has_vnni",
+    "require_openvino",
 ]

@@ -107,6 +107,7 @@ class Predictor:
         fast: bool = False,
         precision: str = "fp32",
         calibration: Calibration | None = None,
+        backend: str = "auto",
         pad_to: tuple[int, int] | str | None = None,
         **options: Any,
     ) -> Predictor:
@@ -119,6 +120,7 @@ class Predictor:
             precision: "fp32", "bf16", "fp16" or "int8"; any but fp32 runs on the fast path (implies ``fast``);
                 int8 runs on the CPU with ``calibration`` (:func:`zoo.infer.precision.check_precision`).
             calibration: int8: a folder of images like the data, or an iterable of batches of RGB in 0..1.
+            backend: the fast path's engine (``optimize_for_inference``'s ``backend``: "auto", "openvino", ...).
             pad_to: ``(height, width)`` to pad every image to, or a dataset name for DeepLab's evaluation
                 protocol there (see :meth:`with_meta`).
             **options: the other arguments of :class:`Predictor` (``scales``, ``flip``, ``slide``, ...).
@@ -129,10 +131,10 @@ class Predictor:
             ValueError: a file that is not a zoo checkpoint, or weights that do not load.
         """
         device = resolve_device(device)
-        check_precision(precision, device=device, calibration=calibration)
+        check_precision(precision, device=device, backend=backend, calibration=calibration)
         model, meta = load_checkpoint(path, map_location=device)
-        if fast or precision != "fp32":
-            model = LazyOptimized(model, precision=precision, calibration=calibration)
+        if fast or precision != "fp32" or backend != "auto":
+            model = LazyOptimized(model, precision=precision, calibration=calibration, backend=backend)
         return cls.with_meta(model, meta, device=device, pad_to=pad_to, **options)
 
     @classmethod
@@ -276,7 +278,10 @@ class LazyOptimized:
         calibration: int8 calibration data.
     """
 
-    def __init__(self, model: torch.nn.Module, *, precision: str = "fp32", calibration: Calibration | None = None):
+    def __init__(
+        self, model: torch.nn.Module, *, precision: str = "fp32", calibration: Calibration | None = None, backend="auto"
+    ):
+        self.backend = backend
         if isinstance(calibration, (str, Path)):
             image_files(calibration, what="calibration folder")  # no images: an error now, not at the first image
         self.model = model
@@ -287,7 +292,7 @@ class LazyOptimized:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.optimized is None:
             self.optimized = optimize_for_inference(
-                self.model, example_input=x, precision=self.precision, calibration=self.calibration
+                self.model, x, self.backend, precision=self.precision, calibration=self.calibration
             )
         return self.optimized(x)
 

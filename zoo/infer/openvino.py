@@ -1,0 +1,189 @@
+"""OpenVINO on the CPU: a back-end of the fast path (fp32, bf16, int8 through NNCF) and the IR export.
+
+The folded model goes to OpenVINO through the same dynamic-size ONNX graph that int8 with ONNX Runtime quantizes
+(:func:`zoo.infer.quantize.dynamic_graph`), so one compiled model runs every input size. fp32 is asked for
+explicitly (``INFERENCE_PRECISION_HINT``): on a CPU with AMX or AVX-512 BF16, OpenVINO's default is bf16. int8 is
+NNCF's post-training quantization (the library OpenVINO documents for it) calibrated on the same ``calibration``
+images as ONNX Runtime's. ``openvino`` and ``nncf`` are optional (the ``openvino`` extra) and imported here only.
+
+OpenVINO and ``torch.compile`` in one process: with torch 2.14.1 and openvino 2026.4.1, building and running an
+OpenVINO engine, then ``torch.compile``, then OpenVINO again (and the other order) in one process runs without a
+crash; tests/test_openvino.py runs that sequence in a subprocess so that a segmentation fault fails the test. The
+zoo never uses OpenVINO's own ``torch.compile`` back-end (``openvino.torch``), which fails on the zoo's graphs
+with torch 2.14.1 ("sources must not be empty for symbol" while creating guards).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils import _pytree as pytree
+
+from zoo.checkpoint import model_meta
+from zoo.errors import ArgumentError
+from zoo.fileio import atomic_write
+from zoo.infer.precision import require_openvino
+from zoo.infer.quantize import dynamic_graph
+from zoo.models import SegmentationModel
+
+RT_INFO_KEY = ("zoo", "meta")  # where export_openvino keeps the model description in the IR
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: NNCF's graph, the rest in fp32
+
+
+def _ov() -> Any:
+    require_openvino()
+    import openvino
+
+    return openvino
+
+
+def convert(model: nn.Module) -> Any:
+    """An ``openvino.Model`` of ``model`` (eval, CPU) with dynamic batch, height and width."""
+    ov = _ov()
+    with tempfile.TemporaryDirectory(prefix="zoo-ov-") as folder:
+        path = Path(folder) / "model.onnx"
+        path.write_bytes(dynamic_graph(model))
+        return ov.convert_model(str(path))
+
+
+def quantize(ov_model: Any, batches: Sequence[torch.Tensor]) -> Any:
+    """``ov_model`` quantized to int8 by NNCF's post-training quantization, calibrated on every batch."""
+    require_openvino(nncf=True)
+    import nncf
+
+    dataset = nncf.Dataset([b.detach().cpu().float().contiguous().numpy() for b in batches])
+    return nncf.quantize(ov_model, dataset, subset_size=len(batches))
+
+
+def compile_model(ov_model: Any, precision: str = "fp32", num_threads: int | None = None) -> Any:
+    """``ov_model`` compiled for the CPU, for latency, in ``precision`` ("fp32", "bf16"; "int8" for NNCF's graph)."""
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
+        "INFERENCE_NUM_THREADS": int(num_threads or torch.get_num_threads()),
+    }
+    return _ov().Core().compile_model(ov_model, "CPU", config)
+
+
+class OpenVinoRunner:
+    """Runs a (folded) module with OpenVINO on the CPU: one compiled model for every input size.
+
+    Args:
+        model: the folded module, on the CPU, in eval mode.
+        example_input: an input, to learn the output's structure.
+        precision: "fp32", "bf16" or "int8".
+        calibration: int8: the calibration batches (``N×3×H×W`` in 0..1).
+        num_threads: OpenVINO's inference threads (default: ``torch.get_num_threads()``).
+
+    Attributes:
+        calibration_images: int8: how many images NNCF calibrated on (else None).
+        ranges: None (NNCF keeps its ranges in the graph; :func:`zoo.infer.accuracy.quantization_report` skips its
+            range check for this runner).
+    """
+
+    ranges = None
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_input: torch.Tensor,
+        *,
+        precision: str = "fp32",
+        calibration: Sequence[torch.Tensor] | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        self.model = model.cpu().eval()
+        with torch.no_grad():
+            self.spec = pytree.tree_structure(self.model(example_input.cpu().float()))
+        ov_model = convert(self.model)
+        self.calibration_images = None
+        if precision == "int8":
+            if not calibration:
+                raise ArgumentError("calibration", "precision 'int8' needs calibration images")
+            ov_model = quantize(ov_model, calibration)
+            self.calibration_images = sum(int(b.shape[0]) for b in calibration)
+        self.ov_model = ov_model
+        self.compiled = compile_model(ov_model, precision, num_threads)
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        result = self.compiled(x.detach().cpu().float().contiguous().numpy())
+        tensors = [torch.from_numpy(result[i]).to(x.device) for i in range(len(self.compiled.outputs))]
+        return pytree.tree_unflatten(tensors, self.spec)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The IR file
+
+
+def export_openvino(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    meta: dict[str, Any] | None = None,
+    check: bool = True,
+    tolerance: float = 1e-3,
+) -> Path:
+    """Write ``model`` as an OpenVINO IR (``path`` .xml and its .bin) with dynamic batch, height and width.
+
+    Args:
+        model: a :class:`~zoo.models.SegmentationModel` (or a module mapping ``N×3×H×W`` RGB in 0..1 to logits).
+        path: the ``.xml`` file (the weights go to the ``.bin`` beside it).
+        meta: the model description kept in the IR's rt_info under ``zoo/meta`` (classes, palette, input mean/std;
+            default: :func:`zoo.checkpoint.model_meta`); :func:`read_meta` reads it back.
+        check: compile the file and compare its logits with the model's at two input sizes.
+        tolerance: largest allowed max abs difference of the logits.
+
+    Raises:
+        ArgumentError: naming ``path`` when it does not end in .xml.
+        ValueError: OpenVINO's logits differ from PyTorch's by more than ``tolerance``.
+    """
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise ArgumentError("path", f"an OpenVINO IR is a .xml file (and its .bin), got {path}")
+    ov = _ov()
+    was_training = model.training
+    module = model.cpu().eval()
+    try:
+        ov_model = convert(module)
+        if meta is None and isinstance(model, SegmentationModel):
+            meta = model_meta(model)
+        if meta is not None:
+            ov_model.set_rt_info(json.dumps(meta), list(RT_INFO_KEY))
+        with tempfile.TemporaryDirectory(prefix="zoo-ov-") as folder:
+            staged = Path(folder) / "model.xml"
+            ov.save_model(ov_model, str(staged), compress_to_fp16=False)
+            bin_path = path.with_suffix(".bin")
+            atomic_write(bin_path, lambda f: f.write(staged.with_suffix(".bin").read_bytes()))
+            atomic_write(path, lambda f: f.write(staged.read_bytes()))
+        if check:
+            compiled = compile_model(ov.Core().read_model(str(path)), "fp32", None)
+            for size in ((65, 91), (96, 64)):
+                x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1))
+                with torch.no_grad():
+                    expected = module(x)
+                diff = (torch.from_numpy(compiled(x.numpy())[0]) - expected).abs().max().item()
+                if not diff <= tolerance:  # NaN fails too
+                    raise ValueError(f"{path}: OpenVINO's logits differ from PyTorch's by {diff:.3g} at {size}")
+    finally:
+        model.train(was_training)
+    return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any] | None:
+    """The model description :func:`export_openvino` kept in the IR ``path`` (None when it has none)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such OpenVINO IR: {path}")
+    ov_model = _ov().Core().read_model(str(path))
+    if not ov_model.has_rt_info(list(RT_INFO_KEY)):
+        return None
+    return json.loads(ov_model.get_rt_info(list(RT_INFO_KEY)).astype(str))
+
+
+__all__ = ["OpenVinoRunner", "compile_model", "convert", "export_openvino", "quantize", "read_meta"]
