@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -285,8 +287,14 @@ def plot_study_curves(
         ax.set_ylabel("validation mIoU")
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    fig.suptitle(title or "Validation mIoU (mean over seeds; band: lowest to highest seed)", fontsize=11)
+    _suptitle(fig, title or "Validation mIoU (mean over seeds; band: lowest to highest seed)", fontsize=11)
     return _save(fig, plt, path)
+
+
+def _suptitle(fig: Any, text: str, fontsize: float = 12) -> None:
+    """A figure title wrapped to the figure's width (about 110 characters of 11-point text per 10 inches)."""
+    width = max(20, int(fig.get_figwidth() * 110 / 10 * 11 / fontsize))
+    fig.suptitle("\n".join(textwrap.wrap(text, width)), fontsize=fontsize)
 
 
 def plot_study_cost(rows: Sequence[Mapping], path: str | Path, title: str = "") -> Path:
@@ -320,7 +328,7 @@ def plot_study_cost(rows: Sequence[Mapping], path: str | Path, title: str = "") 
         ax.set_xlabel(label)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("final validation mIoU")
-    fig.suptitle(title or "Final validation mIoU against cost (mean over seeds; bars: lowest to highest seed)")
+    _suptitle(fig, title or "Final validation mIoU against cost (mean over seeds; bars: lowest to highest seed)")
     return _save(fig, plt, path)
 
 
