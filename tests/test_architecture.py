@@ -22,7 +22,7 @@ LAYERS = {
 LAZY = {"onnx", "onnxruntime", "tensorflow", "matplotlib", "segmentation_models_pytorch", "timm", "torchvision",
         "scipy", "importlib", "zoo.cli.train", "torch.utils.benchmark", "tflite", "ai_edge_litert",
         "uvicorn", "openvino", "nncf"}  # fmt: skip
-CLI_LAZY = {"torch", "rich.console", "rich.progress", "rich.table", "numpy"}
+CLI_LAZY = {"torch", "rich.console", "rich.progress", "rich.table", "numpy", "pytorch_lightning.utilities.exceptions"}
 
 
 def _modules() -> dict[str, ast.Module]:

@@ -275,7 +275,8 @@ def test_every_help_is_instant_with_examples() -> None:
     code = (
         "import sys, contextlib, io\n"
         "from zoo.cli import main\n"
-        "for command in ('predict', 'eval', 'export', 'benchmark', 'summary', 'data', 'serve'):\n"
+        "for command in ('predict', 'eval', 'export', 'benchmark', 'summary', 'data', 'serve', 'convert',\n"
+        "                'ablation', 'demo'):\n"
         "    out = io.StringIO()\n"
         "    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
         "        main([command, '--help'])\n"

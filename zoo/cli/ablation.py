@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-from zoo.train.ablation import load_study, markdown_table, run_study, summarize
+from zoo.cli.options import examples
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,10 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=None, help="runs per variant, seeds 0..K-1 (default: the study's)")
     parser.add_argument("--output", type=Path, default=None, help="study folder (default: runs/ablation/<study>)")
     parser.add_argument("--force", action="store_true", help="use a non-empty --output that holds something else")
+    parser.epilog = examples(
+        "OMP_NUM_THREADS=1 zoo ablation --study configs/studies/xception-paper.yaml",
+        "zoo ablation --study configs/studies/inception-vs-xception.yaml --seeds 5 --steps 1000 --config my-data.yaml",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run or resume the study; 0 when every run finished, 143 when stopped by SIGTERM (run it again to resume)."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from zoo.train.ablation import load_study, markdown_table, run_study, summarize
+
     study = load_study(args.study, config=args.config, steps=args.steps, seeds=args.seeds)
     output = args.output or Path("runs") / "ablation" / study.name
     try:

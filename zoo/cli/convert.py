@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from zoo.checkpoint import save_model
-from zoo.convert.deeplab_tf import convert_deeplab_tf
-from zoo.convert.tflite import convert_deeplab_tflite
+from zoo.cli.options import examples
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,10 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lite.add_argument("--output", required=True, type=Path, help="the zoo model file to write")
     lite.add_argument("--class-names", type=Path, help="a text file with one class name a line (default: VOC's 21)")
     lite.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    parser.epilog = examples(
+        "zoo convert deeplab-tf deeplabv3_pascal_trainval_2018_01_04.tar.gz --output xception65_voc.pt",
+        "zoo convert deeplab-tflite deeplabv3_257_mv_gpu.tflite --output mnv2_voc.pt",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``zoo convert``; returns the exit code."""
+    from zoo.checkpoint import save_model
+    from zoo.convert.deeplab_tf import convert_deeplab_tf
+    from zoo.convert.tflite import convert_deeplab_tflite
 
     if args.output.exists() and not args.force:
         raise ValueError(f"{args.output} exists; pass --force to overwrite it")

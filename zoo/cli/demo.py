@@ -17,16 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from zoo.cli.options import examples
 
-from zoo.cli.train import CONFIGS, cli_main
-from zoo.convert.tflite import convert_deeplab_tflite
-from zoo.data.io import read_image, write_image
-from zoo.infer.predictor import Predictor
-from zoo.viz import panels
-
-DEFAULT_CONFIG = CONFIGS / "quickstart.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 REAL_MODELS = Path(__file__).resolve().parents[2] / "tests" / "data" / "real_models"
 
 
@@ -41,13 +34,18 @@ def write_overlays(predict, dataset, class_names, palette, out_dir: Path, count:
         out_dir: output folder.
         count: number of images.
     """
+    import numpy as np
+
+    from zoo.data.io import write_image
+    from zoo.viz import PANEL_TITLES, panels
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(min(count, len(dataset))):
         item = dataset[index]
         image, mask = item["image"], np.asarray(item["mask"], np.uint8)
         pred = np.asarray(predict(image), np.uint8)
-        strip = panels(image, [mask, pred], class_names, palette)
+        strip = panels(image, [mask, pred], class_names, palette, titles=PANEL_TITLES)
         paths.append(write_image(out_dir / f"{item['name']}.png", strip))
     return paths
 
@@ -59,7 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", type=Path, default=Path("outputs/demo"), help="overlay folder (default: %(default)s)"
     )
     parser.add_argument("--num-overlays", type=int, default=6, help="validation images to draw (default: %(default)s)")
-    parser.epilog = "Any zoo train fit override passes through, e.g. zoo demo --trainer.max_steps 100."
+    parser.epilog = examples(
+        "zoo demo",
+        "zoo demo --trainer.max_steps 100    # any zoo train fit override passes through",
+    )
     parse_known = parser.parse_known_args
 
     def overrides_pass_through(args: list[str] | None = None, namespace: argparse.Namespace | None = None) -> Any:
@@ -72,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns the exit code."""
+    import torch
+
+    from zoo.cli.train import cli_main
+    from zoo.infer.predictor import Predictor
+
     if not args.config.is_file():
         raise FileNotFoundError(f"--config: no such file: {args.config}")
     if "OMP_NUM_THREADS" not in os.environ:  # one thread: two OpenMP threads beside any other job stall each other
@@ -101,6 +107,13 @@ def run(args: argparse.Namespace) -> int:
 def real_model_overlay(out_dir: Path) -> str:
     """Convert Google's quantized TFLite DeepLab (VOC) and draw ``photo | prediction`` of ``grace_hopper.png`` into
     ``out_dir/real_model/``; returns the line to print (what was drawn, or why nothing was)."""
+    import numpy as np
+
+    from zoo.convert.tflite import convert_deeplab_tflite
+    from zoo.data.io import read_image, write_image
+    from zoo.infer.predictor import Predictor
+    from zoo.viz import panels
+
     tflite, photo = REAL_MODELS / "deeplabv3_mnv2_dm05_pascal_quant.tflite", REAL_MODELS / "grace_hopper.png"
     if not (tflite.is_file() and photo.is_file()):
         return f"demo: no real model drawn ({REAL_MODELS} holds no TFLite model and photograph: a source checkout has)"
@@ -110,6 +123,7 @@ def real_model_overlay(out_dir: Path) -> str:
         return f"demo: no real model drawn ({error}; pip install 'zoo[tflite]')"
     image = read_image(photo)
     predictor = Predictor(model, num_classes=model.num_classes, class_names=model.class_names, palette=model.palette)
-    strip = panels(image, [np.asarray(predictor.predict(image), np.uint8)], model.class_names, model.palette)
+    mask = np.asarray(predictor.predict(image), np.uint8)
+    strip = panels(image, [mask], model.class_names, model.palette, titles=("image", "prediction"))
     path = write_image(out_dir / "real_model" / "grace_hopper.png", strip)
     return f"demo: a real trained model (Google's TF DeepLab MobileNetV2 on Pascal VOC, converted) on a photo: {path}"
