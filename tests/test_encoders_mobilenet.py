@@ -94,3 +94,83 @@ def test_truncate_keeps_the_first_taps():
     enc.truncate(3)
     assert len(enc.blocks) == 6 and [f.reduction for f in enc.feature_info] == [2, 4, 8]
     assert [f.shape[-1] for f in enc(torch.randn(1, 3, 64, 64))] == [32, 16, 8]
+
+
+def _units(enc: nn.Module, x: torch.Tensor, count: int) -> torch.Tensor:
+    x = enc.stem(x)
+    for block in enc.blocks[:count]:
+        x = block(x)[0]
+    return x
+
+
+@pytest.mark.parametrize("name, units", [("mobilenetv3_small", 8), ("mobilenetv3_large", 12)])
+def test_mobilenetv3_equals_torchvision_up_to_deeplabs_halved_last_stage(name, units):
+    # torchvision builds TF-slim's V3 tables (hard-swish, squeeze-excite to a quarter, rounded to 8, after the
+    # depthwise conv); TF DeepLab's segmentation variants differ from the last stride-2 unit on (halved channels)
+    torch.manual_seed(0)
+    build = getattr(torchvision.models, name.replace("mobilenetv3", "mobilenet_v3"))
+    reference = build().features[: units + 1].eval()
+    ours = build_encoder(name).eval()
+    ours_state = {k: v for k, v in ours.state_dict().items() if k.startswith("stem.") or _unit(k) < units}
+    assert [v.shape for v in ours_state.values()] == [v.shape for v in reference.state_dict().values()]
+    for m in reference.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+            m.running_mean.uniform_(-0.1, 0.1)
+    ours.load_state_dict(dict(zip(ours_state, reference.state_dict().values(), strict=True)), strict=False)
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        expected = reference(x)
+        # TF-slim's gate is relu6(x + 3) * 0.16667, torchvision's / 6: 2e-5 apart
+        torch.testing.assert_close(_units(ours, x, units), expected, atol=1e-4, rtol=1e-3)
+
+
+def _unit(key: str) -> int:
+    return int(key.split(".")[1]) if key.startswith("blocks.") else 10**6
+
+
+@pytest.mark.parametrize(
+    "name, inner, deepest, expansions",
+    [
+        # TF DeepLab's decoder end points: layer_4, layer_7, layer_13 (large); layer_2, layer_4, layer_9 (small)
+        ("mobilenetv3_large", [16, 72, 120, 672], 480, [336, 480, 480]),
+        ("mobilenetv3_small", [16, 16, 88, 144], 288, [144, 288, 288]),
+    ],
+)
+def test_deeplab_segmentation_variants_halve_the_last_stage_and_tap_depthwise_outputs(name, inner, deepest, expansions):
+    enc = build_encoder(name, tap="depthwise", padding="tf-same")
+    assert [f.channels for f in enc.feature_info] == [*inner, deepest]
+    assert [f.reduction for f in enc.feature_info] == [2, 4, 8, 16, 32]
+    assert [b.expand.conv.out_channels for b in enc.blocks[-3:]] == expansions
+    assert enc.last.conv.out_channels == deepest and isinstance(enc.last.act, nn.Hardswish)
+    x = torch.rand(1, 3, 65, 63)
+    with torch.no_grad():
+        features = enc.eval()(x)
+    assert [tuple(f.shape[1:]) for f in features] == [
+        (c, -(-65 // r), -(-63 // r)) for c, r in zip([*inner, deepest], [2, 4, 8, 16, 32], strict=True)
+    ]
+
+
+def test_mobilenet_edgetpu_has_fused_units_relu_and_one_unit_without_residual():
+    enc = build_encoder("mobilenet_edgetpu", output_stride=16)
+    assert enc.stem.conv.out_channels == 32 and isinstance(enc.stem.act, nn.ReLU)
+    assert len(enc.blocks) == 22 and enc.last.conv.out_channels == 1280
+    fused = [i for i, b in enumerate(enc.blocks) if b.depthwise is None]
+    assert fused == list(range(9))
+    assert enc.blocks[0].expand is None and enc.blocks[1].expand.conv.kernel_size == (3, 3)
+    assert enc.blocks[1].expand.conv.stride == (2, 2) and enc.blocks[1].expand.conv.out_channels == 128
+    assert [b.residual for b in enc.blocks].count(True) == 15  # 3 + 3 + (3 + 3) + 3: one 96-channel unit has none
+    assert not enc.blocks[13].residual and enc.blocks[13].project.conv.out_channels == 96
+    assert [b.depthwise.conv.dilation[0] for b in enc.blocks[9:]] == [1] * 8 + [1, 2, 2, 2, 2]
+    assert [f.channels for f in enc.feature_info] == [16, 32, 48, 96, 1280]
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_large", "mobilenetv3_small", "mobilenet_edgetpu"])
+def test_v3_strides_become_dilation_at_every_output_stride(name):
+    x = torch.rand(1, 3, 64, 64)
+    for output_stride in (8, 16, 32):
+        enc = build_encoder(name, output_stride=output_stride, width=0.25).eval()
+        with torch.no_grad():
+            assert enc(x)[-1].shape[-1] == 64 // output_stride
+    with pytest.raises(ValueError, match="tap must be 'output' or 'depthwise', got 'raw'"):
+        build_encoder(name, tap="raw")

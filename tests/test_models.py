@@ -24,6 +24,7 @@ ENCODERS_UNDER_TEST = {
     "inception_v3": TINY,
     "googlenet": TINY,
     "mobilenetv2": TINY,
+    "mobilenetv3_small": TINY,
     "resnet18": None,
     "mobilenet_v2": None,
 }
