@@ -174,3 +174,68 @@ def test_v3_strides_become_dilation_at_every_output_stride(name):
             assert enc(x)[-1].shape[-1] == 64 // output_stride
     with pytest.raises(ValueError, match="tap must be 'output' or 'depthwise', got 'raw'"):
         build_encoder(name, tap="raw")
+
+
+def test_lraspp_head_as_deeplabs_mobilenetv3_cityscapes_config_builds_it():
+    model = build_model(
+        "mobilenetv3_small",
+        "lraspp",
+        num_classes=19,
+        output_stride=32,
+        semantics="deeplab-tf",
+        encoder_kwargs={"width": 0.25},
+        pool_size=(5, 5),
+        pool_stride=(4, 5),
+    ).eval()
+    head = model.decoder
+    assert head.align_corners and head.low_index == 2 and head.deep_index == 4
+    assert head.low_classifier.in_channels == model.encoder.feature_info[2].channels  # layer_4/depthwise_output
+    x = torch.rand(1, 3, 257, 257)
+    with torch.no_grad():
+        features = model.encoder(x)
+        assert features[-1].shape[-1] == 9 and head(features).shape[-2:] == (33, 33)
+        assert model(x).shape == (1, 19, 257, 257)
+        small = head([f[..., :3, :3] for f in features])  # a feature under the window pools over all of it
+    assert small.shape[-2:] == (3, 3)
+    with pytest.raises(ValueError, match="gate must be 'hard_sigmoid' or 'sigmoid', got 'relu'"):
+        build_model("mobilenetv3_small", "lraspp", num_classes=2, gate="relu")
+    with pytest.raises(ValueError, match=r"no feature at reduction 3; its reductions are \[2, 4, 8, 16, 16\]"):
+        build_model("mobilenetv3_small", "lraspp", num_classes=2, low_reduction=3)
+
+
+@pytest.mark.slow
+def test_lraspp_head_equals_tf_deeplabs_ops():
+    tf = pytest.importorskip("tensorflow")
+    torch.manual_seed(0)
+    from zoo.decoders.lraspp import LRASPPDecoder
+    from zoo.encoders.base import FeatureInfo
+
+    info = [FeatureInfo(8, 2), FeatureInfo(8, 4), FeatureInfo(12, 8), FeatureInfo(16, 16), FeatureInfo(24, 32)]
+    head = LRASPPDecoder(info, 5, 32, channels=16, pool_size=(5, 5), pool_stride=(4, 5), align_corners=True)
+    for m in head.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0), m.bias.data.uniform_(-0.5, 0.5)
+    head.eval()
+    low, deep = torch.randn(1, 12, 33, 33), torch.randn(1, 24, 9, 9)
+    with torch.no_grad():
+        ours = head([low, low, low, deep, deep]).permute(0, 2, 3, 1).numpy()
+
+    def conv(x, module):  # 1x1 conv, NHWC
+        w = module.weight.detach().permute(2, 3, 1, 0).numpy()
+        y = tf.nn.conv2d(x, w, 1, "SAME")
+        return y + module.bias.detach().numpy() if module.bias is not None else y
+
+    nhwc = lambda t: tf.constant(t.permute(0, 2, 3, 1).numpy())  # noqa: E731
+    bn = head.conv[1]
+    aspp0 = tf.nn.relu(
+        tf.nn.batch_normalization(
+            conv(nhwc(deep), head.conv[0]), bn.running_mean.numpy(), bn.running_var.numpy(),
+            bn.bias.detach().numpy(), bn.weight.detach().numpy(), 1e-5,
+        )
+    )  # fmt: skip
+    pooled = tf.nn.avg_pool2d(nhwc(deep), (5, 5), (4, 5), "VALID")
+    gate = tf.nn.relu6(conv(pooled, head.pool_conv) + 3) * 0.16667
+    gate = tf.compat.v1.image.resize_bilinear(gate, (9, 9), align_corners=True)
+    merged = tf.compat.v1.image.resize_bilinear(aspp0 * gate, (33, 33), align_corners=True)
+    expected = (conv(merged, head.classifier) + conv(nhwc(low), head.low_classifier)).numpy()
+    assert abs(ours - expected).max() <= 1e-5 * abs(expected).max()

@@ -28,7 +28,7 @@ ENCODERS_UNDER_TEST = {
     "resnet18": None,
     "mobilenet_v2": None,
 }
-DECODERS = ["deeplabv3", "deeplabv3plus", "dpc", "fcn", "unet"]
+DECODERS = ["deeplabv3", "deeplabv3plus", "dpc", "fcn", "lraspp", "unet"]
 STRIDES = [8, 16, 32]
 PAIRS = list(itertools.product(ENCODERS_UNDER_TEST, DECODERS))
 

@@ -31,7 +31,7 @@ Semantics = Literal["zoo", "deeplab-tf"]
 SEMANTICS = ("zoo", "deeplab-tf")
 DECODER_INPUTS = ("feature_info", "num_classes", "output_stride")  # what build_model passes itself
 # Decoders that follow ``semantics="deeplab-tf"`` (they take ``align_corners``).
-DEEPLAB_TF_DECODERS = ("deeplabv3", "deeplabv3plus", "dpc")
+DEEPLAB_TF_DECODERS = ("deeplabv3", "deeplabv3plus", "dpc", "lraspp")
 
 
 class SegmentationModel(nn.Module, HubMixin):
