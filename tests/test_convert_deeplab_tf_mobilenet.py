@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.convert import convert_deeplab_tf
+import zoo
+from zoo.convert import convert_deeplab_tf, list_pretrained
+from zoo.convert import pretrained as pretrained_mod
+from zoo.convert.pretrained import published
 from zoo.encoders import build_encoder
 
 tf = pytest.importorskip("tensorflow")
@@ -136,3 +139,26 @@ def test_mobilenet_misfits_name_the_variable(tmp_path):
     write_checkpoint(tmp_path / "backbone.ckpt", backbone)
     with pytest.raises(ValueError, match="backbone-only checkpoints are not converted"):
         convert_deeplab_tf(tmp_path / "backbone.ckpt")
+
+
+@pytest.mark.parametrize(
+    "name, encoder, width",
+    [("mobilenetv2_dm05_voc_trainaug", "mobilenetv2", 0.5), ("mobilenetv3_small_cityscapes_trainfine", "", 1.0)],
+)
+def test_published_rows_build_the_converted_layout(tmp_path, monkeypatch, name, encoder, width):
+    spec = published(name)
+    assert name in list_pretrained() and spec.url.startswith("http://download.tensorflow.org/models/")
+    if spec.decoder == "lraspp":
+        enc = build_encoder(spec.encoder, tap="depthwise")
+        shapes = backbone_shapes("MobilenetV3", spec.encoder, 1.0)
+        shapes |= lraspp_head_shapes(enc.feature_info[-1].channels, enc.feature_info[2].channels, 19)
+    else:
+        shapes = backbone_shapes("MobilenetV2", encoder, width) | aspp_head_shapes(160, 21)
+    write_checkpoint(tmp_path / "model.ckpt", shapes)
+    converted = convert_deeplab_tf(tmp_path / "model.ckpt", output_stride=spec.output_stride).state_dict()
+    monkeypatch.setattr(pretrained_mod, "converted_state", lambda weights: converted)  # stands in for the download
+    args, state = pretrained_mod.DeepLabTF().model_state(name)
+    built = zoo.build_model(**{k: v for k, v in args.items() if k not in ("class_names", "palette")})
+    built.load_state_dict(state)
+    built = built.state_dict()
+    assert {k: v.shape for k, v in built.items()} == {k: v.shape for k, v in converted.items()}
