@@ -275,7 +275,8 @@ def convert_deeplab_tf(src: str | Path, output_stride: int = 16, num_classes: in
 
     Args:
         src: a checkpoint prefix (``.../model.ckpt``), a folder holding one, or an official ``.tar.gz``.
-        output_stride: 8 or 16 (the weights are the same; ASPP rates follow: (12, 24, 36) at 8, (6, 12, 18) at 16).
+        output_stride: 8 or 16 (the weights are the same; ASPP rates follow: (12, 24, 36) at 8, (6, 12, 18) at 16);
+            32 for the MobileNetV3 checkpoints as model_zoo.md evaluates them.
         num_classes: for a backbone-only (ImageNet) checkpoint, the classes of the freshly initialised head
             (default 21); for a segmentation checkpoint it must equal the checkpoint's.
 
