@@ -162,3 +162,25 @@ def test_published_rows_build_the_converted_layout(tmp_path, monkeypatch, name, 
     built.load_state_dict(state)
     built = built.state_dict()
     assert {k: v.shape for k, v in built.items()} == {k: v.shape for k, v in converted.items()}
+
+
+@pytest.mark.parametrize("width, channels", [(1.0, 256), (0.75, 128)])
+def test_edgetpu_deeplab_converts_with_its_depth_multiplier_and_aspp_channels(tmp_path, width, channels):
+    # model_zoo.md: EdgeTPU-DeepLab uses the MobileNetV2 flags with aspp_convs_filters=256; -slim: depth
+    # multiplier 0.75 and 128
+    shapes = backbone_shapes("MobilenetEdgeTPU", "mobilenet_edgetpu", width)
+    last = shapes["MobilenetEdgeTPU/Conv_1/weights"][-1]
+    assert shapes["MobilenetEdgeTPU/Conv/weights"][-1] == {1.0: 32, 0.75: 24}[width] and "expanded_conv" not in {
+        k.split("/")[1] for k in shapes if k.endswith("expand/weights")
+    }
+    shapes |= {"aspp0/weights": (1, 1, last, channels), **_bn("aspp0", channels)}
+    shapes |= {"image_pooling/weights": (1, 1, last, channels), **_bn("image_pooling", channels)}
+    shapes |= {"concat_projection/weights": (1, 1, 2 * channels, channels), **_bn("concat_projection", channels)}
+    shapes |= {"logits/semantic/weights": (1, 1, channels, 19), "logits/semantic/biases": (19,)}
+    values = write_checkpoint(tmp_path / "model.ckpt", shapes)
+    model = convert_deeplab_tf(tmp_path / "model.ckpt")
+    assert model.build_args["encoder"] == "mobilenet_edgetpu" and model.build_args["encoder_kwargs"]["width"] == width
+    _every_tensor_landed(model, values)
+    fused = values["MobilenetEdgeTPU/expanded_conv_1/expand/weights"]  # the 3x3 stride-2 fused expansion
+    assert fused.shape[:2] == (3, 3)
+    assert torch.equal(model.encoder.blocks[1].expand.conv.weight, torch.from_numpy(fused.transpose(3, 2, 0, 1)))

@@ -1,13 +1,14 @@
 """TF DeepLab's MobileNet checkpoints (model_zoo.md: VOC MobileNetV2 at depth multipliers 1.0 and 0.5, Cityscapes
-MobileNetV2 and MobileNetV3 large/small) as zoo models.
+MobileNetV2, MobileNetV3 large/small and EdgeTPU-DeepLab at 1.0 and 0.75) as zoo models.
 
-The variant comes from the variable names and shapes: the backbone scope (``MobilenetV2``, ``MobilenetV3``), the
-stem's channels (the depth multiplier of MobileNetV2), the number of ``expanded_conv`` units (15: large, 11:
-small) and the head: ``aspp0`` + ``image_pooling`` + ``concat_projection`` + ``logits/semantic`` (the MobileNetV2
-configurations: :class:`zoo.decoders.deeplabv3.DeepLabV3Decoder` without atrous branches and without its 3x3
-conv), or ``aspp0`` + ``image_pooling`` with biases + ``decoder/feature_projection0`` + ``decoder/decoder_conv0``
-(the MobileNetV3 configurations: :class:`zoo.decoders.lraspp.LRASPPDecoder` with model_zoo.md's image pooling,
-a 769-pixel crop's window at stride (4, 5)).
+The variant comes from the variable names and shapes: the backbone scope (``MobilenetV2``, ``MobilenetV3``,
+``MobilenetEdgeTPU``), the stem's channels (the depth multiplier), ``aspp0``'s channels, the number of
+``expanded_conv`` units (15: large, 11: small) and the head: ``aspp0`` + ``image_pooling`` +
+``concat_projection`` + ``logits/semantic`` (the MobileNetV2 and EdgeTPU-DeepLab configurations:
+:class:`zoo.decoders.deeplabv3.DeepLabV3Decoder` without atrous branches and without its 3x3 conv), or ``aspp0`` +
+``image_pooling`` with biases + ``decoder/feature_projection0`` + ``decoder/decoder_conv0`` (the MobileNetV3
+configurations: :class:`zoo.decoders.lraspp.LRASPPDecoder` with model_zoo.md's image pooling, a 769-pixel crop's
+window at stride (4, 5)).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 MOBILENET_SCOPES = {
     "MobilenetV2": {17: "mobilenetv2"},
     "MobilenetV3": {15: "mobilenetv3_large", 11: "mobilenetv3_small"},
+    "MobilenetEdgeTPU": {22: "mobilenet_edgetpu"},
 }
 HEAD_SCOPES = ("aspp0/", "image_pooling/", "concat_projection/", "decoder/", "logits/")
 POOLING_CROP = 769  # model_zoo.md's --image_pooling_crop_size for the MobileNetV3 models
@@ -43,6 +45,7 @@ class MobileNetVariant:
         width: the depth multiplier.
         decoder: the zoo decoder ("deeplabv3" for ASPP without atrous branches, "lraspp").
         num_classes: the classes of the logits.
+        channels: channels of ``aspp0`` (model_zoo.md: 256, 128 for MobileNetV3 and EdgeTPU-DeepLab-slim).
     """
 
     scope: str
@@ -50,6 +53,7 @@ class MobileNetVariant:
     width: float
     decoder: str
     num_classes: int
+    channels: int
 
     def describe(self) -> str:
         return f"{self.encoder} (depth multiplier {self.width:g}) + {self.decoder}, {self.num_classes} classes"
@@ -85,7 +89,8 @@ def detect_mobilenet(ckpt: Checkpoint) -> MobileNetVariant:
             f"{ckpt.source}: no head of TF DeepLab's MobileNet configurations (logits/semantic/weights with "
             "concat_projection/weights, or decoder/decoder_conv0/weights): backbone-only checkpoints are not converted"
         )
-    return MobileNetVariant(scope, encoder, width, decoder, int(classes))
+    channels = shapes["aspp0/weights"][-1] if "aspp0/weights" in shapes else 0
+    return MobileNetVariant(scope, encoder, width, decoder, int(classes), int(channels))
 
 
 def mobilenet_table(encoder: MobileNet, scope: str, prefix: str = "encoder.") -> list[Row]:
@@ -125,10 +130,10 @@ def head_rows(decoder: str) -> list[Row]:
 
 def build_for(variant: MobileNetVariant, output_stride: int) -> SegmentationModel:
     """The zoo model of ``variant`` (``semantics="deeplab-tf"``), randomly initialised."""
-    kwargs: dict = {"atrous_rates": [], "conv3x3": False}
+    kwargs: dict = {"atrous_rates": [], "conv3x3": False, "channels": variant.channels}
     if variant.decoder == "lraspp":
         window = int((POOLING_CROP - 1) / output_stride + 1)  # TF DeepLab's scale_dimension
-        kwargs = {"pool_size": (window, window), "pool_stride": POOLING_STRIDE}
+        kwargs = {"pool_size": (window, window), "pool_stride": POOLING_STRIDE, "channels": variant.channels}
     return build_model(
         variant.encoder,
         variant.decoder,
