@@ -239,3 +239,38 @@ def test_lraspp_head_equals_tf_deeplabs_ops():
     merged = tf.compat.v1.image.resize_bilinear(aspp0 * gate, (33, 33), align_corners=True)
     expected = (conv(merged, head.classifier) + conv(nhwc(low), head.low_classifier)).numpy()
     assert abs(ours - expected).max() <= 1e-5 * abs(expected).max()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [16, 17])
+def test_v3_unit_with_hard_swish_squeeze_excite_and_5x5_stride_2_equals_tf_ops(size):
+    tf = pytest.importorskip("tensorflow")
+    torch.manual_seed(0)
+    unit = build_encoder("mobilenetv3_small", padding="tf-same").blocks[3]  # 24 -> 96 -> 40, 5x5, stride 2
+    for m in unit.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0), m.bias.data.uniform_(-0.5, 0.5)
+    unit.eval()
+    x = torch.randn(1, 24, size, size + 1)
+    with torch.no_grad():
+        ours = unit(x)[0].permute(0, 2, 3, 1).numpy()
+
+    def bn(y, seq):
+        b = seq.bn
+        return tf.nn.batch_normalization(
+            y, b.running_mean.numpy(), b.running_var.numpy(), b.bias.detach().numpy(), b.weight.detach().numpy(), 1e-3
+        )
+
+    hswish = lambda y: y * tf.nn.relu6(y + 3.0) * (1.0 / 6.0)  # noqa: E731 - TF-slim's hard_swish
+    hwio = lambda conv: conv.weight.detach().permute(2, 3, 1, 0).numpy()  # noqa: E731
+    y = tf.constant(x.permute(0, 2, 3, 1).numpy())
+    y = hswish(bn(tf.nn.conv2d(y, hwio(unit.expand.conv), 1, "SAME"), unit.expand))
+    dw = unit.depthwise.conv.weight.detach().permute(2, 3, 0, 1).numpy()  # C, 1, k, k -> k, k, C, 1
+    y = hswish(bn(tf.nn.depthwise_conv2d(y, dw, (1, 2, 2, 1), "SAME"), unit.depthwise))
+    s = tf.reduce_mean(y, axis=(1, 2), keepdims=True)
+    s = tf.nn.relu(tf.nn.conv2d(s, hwio(unit.se.reduce), 1, "VALID") + unit.se.reduce.bias.detach().numpy())
+    s = tf.nn.conv2d(s, hwio(unit.se.expand), 1, "VALID") + unit.se.expand.bias.detach().numpy()
+    y = y * (tf.nn.relu6(s + 3.0) * 0.16667)  # TF-slim MobileNetV3's gate
+    expected = bn(tf.nn.conv2d(y, hwio(unit.project.conv), 1, "SAME"), unit.project).numpy()
+    assert ours.shape == expected.shape
+    assert abs(ours - expected).max() <= 1e-5 * abs(expected).max()
