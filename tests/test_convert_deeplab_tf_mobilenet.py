@@ -162,6 +162,9 @@ def test_published_rows_build_the_converted_layout(tmp_path, monkeypatch, name, 
     built.load_state_dict(state)
     built = built.state_dict()
     assert {k: v.shape for k, v in built.items()} == {k: v.shape for k, v in converted.items()}
+    model = zoo.build_model(weights=f"deeplab-tf:{name}", output_stride=spec.output_stride)  # the published route
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in converted.items())
+    assert model.encoder.stem.conv.out_channels == converted["encoder.stem.conv.weight"].shape[0]
 
 
 @pytest.mark.parametrize("width, channels", [(1.0, 256), (0.75, 128)])

@@ -89,7 +89,7 @@ class DeepLabTF:
         class_names, palette = dataset_classes(spec.num_classes)
         args = {"encoder": spec.encoder, "decoder": spec.decoder, "num_classes": spec.num_classes}
         args |= {"semantics": "deeplab-tf", "class_names": class_names, "palette": palette}
-        args |= {"output_stride": spec.output_stride, **dict(spec.build)}
+        args |= dict(spec.build)  # the output stride stays the caller's (MobileNetV3 rows: pass 32, model_zoo.md's)
         return args, converted_state(weights)
 
     def encoder_state(self, weights: str, encoder: str) -> dict[str, torch.Tensor]:
