@@ -34,12 +34,13 @@ LOGIT_REDUCTION = {
     "deeplabv3": lambda os: os,
     "dpc": lambda os: 4,
     "fcn": lambda os: min(8, os),
+    "lraspp": lambda os: 8,
     "unet": lambda os: 2,
 }
 
 
 def test_registered_names():
-    assert list_decoders() == ["deeplabv3", "deeplabv3plus", "dpc", "fcn", "unet"] == sorted(LOGIT_REDUCTION)
+    assert list_decoders() == ["deeplabv3", "deeplabv3plus", "dpc", "fcn", "lraspp", "unet"] == sorted(LOGIT_REDUCTION)
     with pytest.raises(KeyError, match="unknown decoder 'pspnet'; valid names: deeplabv3, deeplabv3plus, dpc, fcn"):
         DECODERS.get("pspnet")
 

@@ -19,7 +19,18 @@ from zoo.encoders.xception_aligned import SeparableConv, XceptionBlock, convert_
 from zoo.encoders.xception_legacy import convert_timm_legacy
 from zoo.flops import count_macs, count_params
 
-ZOO_NAMES = ["googlenet", "inception_v3", "mobilenetv2", "xception", "xception41", "xception65", "xception71"]
+ZOO_NAMES = [
+    "googlenet",
+    "inception_v3",
+    "mobilenet_edgetpu",
+    "mobilenetv2",
+    "mobilenetv3_large",
+    "mobilenetv3_small",
+    "xception",
+    "xception41",
+    "xception65",
+    "xception71",
+]
 XCEPTIONS = ["xception", "xception41", "xception65", "xception71"]
 STRIDES = [8, 16, 32]
 TINY = {"width": 0.125}
@@ -57,7 +68,7 @@ def test_unknown_name_lists_zoo_names_and_mentions_smp_and_timm():
         build_encoder("xception66")
     msg = str(err.value)
     assert "unknown encoder 'xception66'" in msg
-    assert "googlenet, inception_v3, mobilenetv2, xception, xception41, xception65, xception71" in msg
+    assert ", ".join(ZOO_NAMES) in msg
     assert "smp encoder names" in msg and "tu-<timm model>" in msg
 
 

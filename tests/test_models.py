@@ -24,10 +24,11 @@ ENCODERS_UNDER_TEST = {
     "inception_v3": TINY,
     "googlenet": TINY,
     "mobilenetv2": TINY,
+    "mobilenetv3_small": TINY,
     "resnet18": None,
     "mobilenet_v2": None,
 }
-DECODERS = ["deeplabv3", "deeplabv3plus", "dpc", "fcn", "unet"]
+DECODERS = ["deeplabv3", "deeplabv3plus", "dpc", "fcn", "lraspp", "unet"]
 STRIDES = [8, 16, 32]
 PAIRS = list(itertools.product(ENCODERS_UNDER_TEST, DECODERS))
 

@@ -42,7 +42,7 @@ def test_models_markdown_table(tiny, capsys):
     rows = markdown_rows(capsys.readouterr().out)
     assert rows[0] == ["Encoder", "Decoder", "OS", "Params (M)", "GMACs"]
     assert rows[1] == ["---", "---", "---", "---:", "---:"]
-    assert [r[1] for r in rows[2:]] == ["deeplabv3", "deeplabv3plus", "dpc", "fcn", "unet"]
+    assert [r[1] for r in rows[2:]] == ["deeplabv3", "deeplabv3plus", "dpc", "fcn", "lraspp", "unet"]
     for row in rows[2:]:
         model = build_model(tiny, row[1], num_classes=5, output_stride=16)
         assert row[:3] == [tiny, row[1], "16"]
@@ -72,7 +72,8 @@ def test_bad_input(tiny, capsys):
     assert zoo_summary(["models", "--encoders", "no-such-encoder", "--decoders", "fcn", "--size", "64"]) == 2
     assert "zoo summary: error: unknown encoder 'no-such-encoder'" in capsys.readouterr().err
     assert zoo_summary(["models", "--encoders", tiny, "--decoders", "nope", "--size", "64"]) == 2
-    assert "unknown decoder 'nope'; valid names: deeplabv3, deeplabv3plus, dpc, fcn, unet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown decoder 'nope'; valid names: deeplabv3, deeplabv3plus, dpc, fcn, lraspp, unet" in err
     with pytest.raises(SystemExit):
         zoo_summary(["models", "--size", "64x"])
     assert "argument --size: expected N or HxW with positive integers, got '64x'" in capsys.readouterr().err

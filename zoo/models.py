@@ -31,7 +31,7 @@ Semantics = Literal["zoo", "deeplab-tf"]
 SEMANTICS = ("zoo", "deeplab-tf")
 DECODER_INPUTS = ("feature_info", "num_classes", "output_stride")  # what build_model passes itself
 # Decoders that follow ``semantics="deeplab-tf"`` (they take ``align_corners``).
-DEEPLAB_TF_DECODERS = ("deeplabv3", "deeplabv3plus", "dpc")
+DEEPLAB_TF_DECODERS = ("deeplabv3", "deeplabv3plus", "dpc", "lraspp")
 
 
 class SegmentationModel(nn.Module, HubMixin):
@@ -312,6 +312,7 @@ def _published(
             published = f"{args['encoder']} + {args['decoder']}, {args['num_classes']} classes"
             raise ValueError(f"{weights} is {published}; {arg}={value!r}")
     class_names, palette = args.pop("class_names", None), args.pop("palette", None)
+    encoder_kwargs = {**args.pop("encoder_kwargs", {}), **(encoder_kwargs or {})}  # a published depth multiplier
     model = build_model(**args, output_stride=output_stride, aux_head=aux_head, encoder_kwargs=encoder_kwargs)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("aux_head.")]:

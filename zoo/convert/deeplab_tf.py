@@ -17,15 +17,16 @@ import re
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from zoo.convert.deeplab_tf_mobilenet import is_mobilenet, mobilenet_model
 from zoo.convert.tables import ADE20K_CLASSES
+from zoo.convert.tf_rows import Transform, _bn, _conv, _conv_bn, _depthwise, _model_variables, _pool_last, _vector, fill
 from zoo.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from zoo.data.io import VOC_CLASSES, voc_palette
 from zoo.models import SegmentationModel, build_model
@@ -36,30 +37,8 @@ BACKBONES = {
     "xception_65": ("xception65", 3, 16),
     "xception_71": ("xception71", 5, 16),
 }
-BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 # Model scopes outside the backbone; a variable under one of them that fits nothing is an error.
 HEAD_SCOPES = ("aspp", "image_pooling/", "concat_projection/", "decoder/", "meta_architecture/", "logits/")
-# Optimizer slots and counters: in training checkpoints, never part of the model.
-SLOT_SUFFIXES = ("/Momentum", "/ExponentialMovingAverage", "/Adam", "/Adam_1", "/RMSProp", "/RMSProp_1")
-Transform = Callable[[np.ndarray], np.ndarray]
-
-
-def _conv(w: np.ndarray) -> np.ndarray:
-    return w.transpose(3, 2, 0, 1)  # HWIO -> OIHW
-
-
-def _depthwise(w: np.ndarray) -> np.ndarray:
-    return w.transpose(2, 3, 0, 1)  # H, W, C, multiplier 1 -> C, 1, H, W
-
-
-def _vector(w: np.ndarray) -> np.ndarray:
-    return w
-
-
-def _pool_last(w: np.ndarray, branches: int) -> np.ndarray:
-    """ASPP projection: TF concatenates [image pooling, aspp0, aspp1, ...], the zoo [aspp0, ..., image pooling]."""
-    chunks = np.split(_conv(w), branches, axis=1)
-    return np.concatenate([*chunks[1:], chunks[0]], axis=1)
 
 
 @dataclass(frozen=True)
@@ -167,10 +146,6 @@ def _unpack(path: Path, folder: Path) -> None:
         ) from None
 
 
-def _model_variables(shapes: dict[str, tuple[int, ...]]) -> list[str]:
-    return sorted(k for k in shapes if k != "global_step" and not k.endswith(SLOT_SUFFIXES))
-
-
 def detect(ckpt: Checkpoint) -> Variant:
     """Read the variant from the variable names and shapes.
 
@@ -212,14 +187,6 @@ def detect(ckpt: Checkpoint) -> Variant:
         what = "logits/semantic/weights" if logits is not None else "concat_projection/weights"
         raise ValueError(f"{ckpt.source}: logits and head come together; variable {what} has no counterpart")
     return Variant(scope, head, decoder, int(logits[-1]) if logits is not None else None)
-
-
-def _bn(zoo: str, tf_scope: str) -> list[tuple[str, str, Transform]]:
-    return [(f"{zoo}.{p}", f"{tf_scope}/BatchNorm/{t}", _vector) for p, t in BN_NAMES.items()]
-
-
-def _conv_bn(zoo: str, tf_scope: str) -> list[tuple[str, str, Transform]]:
-    return [(f"{zoo}.conv.weight", f"{tf_scope}/weights", _conv), *_bn(f"{zoo}.bn", tf_scope)]
 
 
 def _separable(zoo: str, tf_scope: str) -> list[tuple[str, str, Transform]]:
@@ -281,37 +248,6 @@ def head_table(variant: Variant, num_branches: int) -> list[tuple[str, str, Tran
     return table
 
 
-def fill(
-    state: dict[str, torch.Tensor], table: list[tuple[str, str, Transform]], ckpt: Checkpoint
-) -> tuple[dict[str, torch.Tensor], set[str]]:
-    """``state`` with its tensors read from ``ckpt`` by ``table``, and the TF variables read.
-
-    Rows whose zoo key the model lacks are skipped (e.g. shortcuts of identity units); every tensor of the
-    parts the table covers (the encoder; the decoder too for a checkpoint with a head) must have a row.
-
-    Raises:
-        ValueError: naming the first variable that is missing or whose shape does not fit.
-    """
-    rows = [row for row in table if row[0] in state]
-    parts = tuple({key.split(".")[0] + "." for key, _, _ in rows})  # encoder., and decoder. with a head
-    mapped = {key for key, _, _ in rows}
-    unmapped = [k for k in state if k.startswith(parts) and not k.endswith("num_batches_tracked") and k not in mapped]
-    if unmapped:
-        raise ValueError(f"no TF variable maps to the zoo's {unmapped[0]}")  # a defect of the tables, not of the file
-    out = dict(state)
-    for key, name, transform in rows:
-        if name not in ckpt.shapes:
-            raise ValueError(f"{ckpt.source}: variable {name} is missing (the zoo's {key})")
-        value = transform(ckpt.get(name))
-        if tuple(value.shape) != tuple(state[key].shape):
-            raise ValueError(
-                f"{ckpt.source}: variable {name} has shape {list(ckpt.shapes[name])}, which does not fit the zoo's "
-                f"{key} {list(state[key].shape)}"
-            )
-        out[key] = torch.from_numpy(np.ascontiguousarray(value))
-    return out, {name for _, name, _ in rows}
-
-
 def _check_all_used(ckpt: Checkpoint, variant: Variant, used: set[str]) -> None:
     scopes = (f"{variant.scope}/", *HEAD_SCOPES)
     classifier = f"{variant.scope}/logits/"  # an ImageNet checkpoint's classifier: not part of a segmentation model
@@ -339,7 +275,8 @@ def convert_deeplab_tf(src: str | Path, output_stride: int = 16, num_classes: in
 
     Args:
         src: a checkpoint prefix (``.../model.ckpt``), a folder holding one, or an official ``.tar.gz``.
-        output_stride: 8 or 16 (the weights are the same; ASPP rates follow: (12, 24, 36) at 8, (6, 12, 18) at 16).
+        output_stride: 8 or 16 (the weights are the same; ASPP rates follow: (12, 24, 36) at 8, (6, 12, 18) at 16);
+            32 for the MobileNetV3 checkpoints as model_zoo.md evaluates them.
         num_classes: for a backbone-only (ImageNet) checkpoint, the classes of the freshly initialised head
             (default 21); for a segmentation checkpoint it must equal the checkpoint's.
 
@@ -353,6 +290,14 @@ def convert_deeplab_tf(src: str | Path, output_stride: int = 16, num_classes: in
         ImportError: TensorFlow is not installed.
     """
     with open_checkpoint(src) as ckpt:
+        if is_mobilenet(ckpt.shapes):
+            model, found = mobilenet_model(ckpt, output_stride)
+            if num_classes not in (None, found.num_classes):
+                raise ValueError(
+                    f"{ckpt.source}: the checkpoint predicts {found.num_classes} classes, not {num_classes}"
+                )
+            model.class_names, model.palette = dataset_classes(found.num_classes)
+            return model.eval()
         variant = detect(ckpt)
         if variant.num_classes and num_classes not in (None, variant.num_classes):
             raise ValueError(f"{ckpt.source}: the checkpoint predicts {variant.num_classes} classes, not {num_classes}")

@@ -65,7 +65,7 @@ def converted_state(weights: str) -> dict[str, torch.Tensor]:
     model = published(weights)
     target = cache_dir() / f"{model.name}.pt"
     if not target.is_file():
-        state = convert_deeplab_tf(download(model)).state_dict()
+        state = convert_deeplab_tf(download(model), output_stride=model.output_stride).state_dict()
         atomic_write(target, lambda f: torch.save(state, f))
     return torch.load(target, map_location="cpu", weights_only=True)
 
@@ -89,6 +89,7 @@ class DeepLabTF:
         class_names, palette = dataset_classes(spec.num_classes)
         args = {"encoder": spec.encoder, "decoder": spec.decoder, "num_classes": spec.num_classes}
         args |= {"semantics": "deeplab-tf", "class_names": class_names, "palette": palette}
+        args |= dict(spec.build)  # the output stride stays the caller's (MobileNetV3 rows: pass 32, model_zoo.md's)
         return args, converted_state(weights)
 
     def encoder_state(self, weights: str, encoder: str) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 DOWNLOAD_ROOT = "http://download.tensorflow.org/models/"
 
@@ -20,21 +21,115 @@ class PublishedModel:
         decoder: the zoo decoder it converts to (None: an ImageNet backbone, for ``encoder_weights``).
         num_classes: its classes (None for a backbone).
         result: the published result, as model_zoo.md states it.
+        output_stride: the output stride it converts at (model_zoo.md's for the MobileNetV3 models: 32).
+        build: the further ``build_model`` arguments of its configuration (depth multiplier, head options).
     """
 
     name: str
     source_name: str
     file: str
-    size_mb: int
+    size_mb: float
     encoder: str
     decoder: str | None
     num_classes: int | None
     result: str
+    output_stride: int = 16
+    build: tuple[tuple[str, Any], ...] = ()
 
     @property
     def url(self) -> str:
         return DOWNLOAD_ROOT + self.file
 
+
+def _mnv2(width: float) -> tuple[tuple[str, Any], ...]:
+    """TF DeepLab's MobileNetV2 configurations: ASPP with only aspp0 and image pooling, no decoder."""
+    return (("encoder_kwargs", {"width": width}), ("atrous_rates", ()), ("conv3x3", False))
+
+
+# model_zoo.md's MobileNetV3 flags: --image_pooling_crop_size=769 (a 25-pixel window at output stride 32) and
+# --image_pooling_stride=4,5
+MNV3 = (("pool_size", (25, 25)), ("pool_stride", (4, 5)))
+MOBILENETS = (
+    PublishedModel(
+        "mobilenetv2_dm05_voc_trainaug",
+        "mobilenetv2_dm05_coco_voc_trainaug",
+        "deeplabv3_mnv2_dm05_pascal_trainaug_2018_10_01.tar.gz",
+        7.6,
+        "mobilenetv2",
+        "deeplabv3",
+        21,
+        "70.19% (val, OS16, [1.0])",
+        build=_mnv2(0.5),
+    ),
+    PublishedModel(
+        "mobilenetv2_dm05_voc_trainval",
+        "mobilenetv2_dm05_coco_voc_trainval",
+        "deeplabv3_mnv2_dm05_pascal_trainval_2018_10_01.tar.gz",
+        7.6,
+        "mobilenetv2",
+        "deeplabv3",
+        21,
+        "71.83% (test, OS8, [1.0])",
+        build=_mnv2(0.5),
+    ),
+    PublishedModel(
+        "mobilenetv2_voc_trainaug",
+        "mobilenetv2_coco_voc_trainaug",
+        "deeplabv3_mnv2_pascal_train_aug_2018_01_29.tar.gz",
+        23,
+        "mobilenetv2",
+        "deeplabv3",
+        21,
+        "75.32% (val, OS16, [1.0]); 77.33% (val, OS8, [0.5:0.25:1.75], flip)",
+        build=_mnv2(1.0),
+    ),
+    PublishedModel(
+        "mobilenetv2_voc_trainval",
+        "mobilenetv2_coco_voc_trainval",
+        "deeplabv3_mnv2_pascal_trainval_2018_01_29.tar.gz",
+        23,
+        "mobilenetv2",
+        "deeplabv3",
+        21,
+        "80.25% (test, OS8, [0.5:0.25:1.75], flip)",
+        build=_mnv2(1.0),
+    ),
+    PublishedModel(
+        "mobilenetv2_cityscapes_trainfine",
+        "mobilenetv2_coco_cityscapes_trainfine",
+        "deeplabv3_mnv2_cityscapes_train_2018_02_05.tar.gz",
+        23,
+        "mobilenetv2",
+        "deeplabv3",
+        19,
+        "70.71% (val, OS16, [1.0]); 73.57% (val, OS8, [0.75:0.25:1.25], flip)",
+        build=_mnv2(1.0),
+    ),
+    PublishedModel(
+        "mobilenetv3_large_cityscapes_trainfine",
+        "mobilenetv3_large_cityscapes_trainfine",
+        "deeplab_mnv3_large_cityscapes_trainfine_2019_11_15.tar.gz",
+        17,
+        "mobilenetv3_large",
+        "lraspp",
+        19,
+        "72.41% (val, OS32, [1.0])",
+        output_stride=32,
+        build=MNV3,
+    ),
+    PublishedModel(
+        "mobilenetv3_small_cityscapes_trainfine",
+        "mobilenetv3_small_cityscapes_trainfine",
+        "deeplab_mnv3_small_cityscapes_trainfine_2019_11_15.tar.gz",
+        5,
+        "mobilenetv3_small",
+        "lraspp",
+        19,
+        "68.99% (val, OS32, [1.0])",
+        output_stride=32,
+        build=MNV3,
+    ),
+)
 
 PUBLISHED = (
     PublishedModel(
@@ -137,6 +232,7 @@ PUBLISHED = (
         None,
         "ImageNet backbone",
     ),
+    *MOBILENETS,
 )
 
 # ADE20K (SceneParsing, 150 classes) as TF DeepLab trains it: 151 outputs, class 0 "other" (its ignore label).

@@ -6,6 +6,7 @@ from zoo.decoders.deeplabv3 import DeepLabV3Decoder
 from zoo.decoders.deeplabv3plus import DeepLabV3PlusDecoder
 from zoo.decoders.dpc import DPCDecoder
 from zoo.decoders.fcn import FCNDecoder
+from zoo.decoders.lraspp import LRASPPDecoder
 from zoo.decoders.unet import UNetDecoder
 from zoo.registry import Registry
 
@@ -15,6 +16,7 @@ for _name, _builder in {
     "deeplabv3plus": DeepLabV3PlusDecoder,
     "dpc": DPCDecoder,
     "fcn": FCNDecoder,
+    "lraspp": LRASPPDecoder,
     "unet": UNetDecoder,
 }.items():
     DECODERS.register(_name)(_builder)
@@ -31,6 +33,7 @@ __all__ = [
     "DeepLabV3Decoder",
     "DeepLabV3PlusDecoder",
     "FCNDecoder",
+    "LRASPPDecoder",
     "UNetDecoder",
     "list_decoders",
 ]

@@ -9,7 +9,7 @@ from zoo.encoders.base import Encoder, FeatureInfo
 from zoo.encoders.external import ExternalEncoder, build_external, is_external_name
 from zoo.encoders.inception import SPECS as INCEPTION_SPECS
 from zoo.encoders.inception import InceptionEncoder, build_inception
-from zoo.encoders.mobilenet import MobileNetV2, build_mobilenet
+from zoo.encoders.mobilenet import MobileNet, build_mobilenet
 from zoo.encoders.mobilenet_specs import SPECS as MOBILENET_SPECS
 from zoo.encoders.smp_interop import register_smp
 from zoo.encoders.xception_aligned import SPECS, AlignedXception, build_aligned_xception
@@ -31,7 +31,7 @@ for _name in ENCODERS.names():
 # What ``semantics="deeplab-tf"`` sets in each zoo encoder that TF DeepLab builds differently from PyTorch habits.
 DEEPLAB_TF_KWARGS: dict[str, dict[str, str]] = {
     **{name: {"tap": "raw"} for name in SPECS},
-    **{name: {"padding": "tf-same"} for name in MOBILENET_SPECS},
+    **{name: {"padding": "tf-same", "tap": "depthwise"} for name in MOBILENET_SPECS},
 }
 
 
@@ -78,7 +78,7 @@ __all__ = [
     "ExternalEncoder",
     "InceptionEncoder",
     "LegacyXception",
-    "MobileNetV2",
+    "MobileNet",
     "FeatureInfo",
     "build_encoder",
     "list_encoders",
