@@ -187,3 +187,18 @@ def test_edgetpu_deeplab_converts_with_its_depth_multiplier_and_aspp_channels(tm
     fused = values["MobilenetEdgeTPU/expanded_conv_1/expand/weights"]  # the 3x3 stride-2 fused expansion
     assert fused.shape[:2] == (3, 3)
     assert torch.equal(model.encoder.blocks[1].expand.conv.weight, torch.from_numpy(fused.transpose(3, 2, 0, 1)))
+
+
+def test_the_command_line_converts_mobilenetv3_at_output_stride_32(tmp_path):
+    from zoo.cli import main
+
+    enc = build_encoder("mobilenetv3_small", tap="depthwise")
+    shapes = backbone_shapes("MobilenetV3", "mobilenetv3_small", 1.0)
+    shapes |= lraspp_head_shapes(enc.feature_info[-1].channels, enc.feature_info[2].channels, 19)
+    write_checkpoint(tmp_path / "model.ckpt", shapes)
+    assert main(["convert", "deeplab-tf", str(tmp_path / "model.ckpt"), "--output", str(tmp_path / "m.pt"),
+                 "--output-stride", "32"]) == 0  # fmt: skip
+    model = zoo.load_model(tmp_path / "m.pt")
+    assert model.build_args["output_stride"] == 32 and model.build_args["encoder"] == "mobilenetv3_small"
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 97, 129)).shape == (1, 19, 97, 129)

@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     tf.add_argument("src", type=Path, help="checkpoint prefix (.../model.ckpt), a folder holding one, or a .tar.gz")
     tf.add_argument("--output", required=True, type=Path, help="the zoo model file to write")
-    tf.add_argument("--output-stride", type=int, choices=(8, 16), default=16, help="output stride (default 16)")
+    tf.add_argument(
+        "--output-stride", type=int, choices=(8, 16, 32), default=16, help="output stride (default 16; 32: MobileNetV3)"
+    )
     tf.add_argument("--num-classes", type=int, help="classes of a new head for a backbone-only (ImageNet) checkpoint")
     tf.add_argument("--force", action="store_true", help="overwrite an existing output file")
     lite = sources.add_parser(
