@@ -28,7 +28,7 @@ def named_palette(spec: str) -> list[tuple[int, int, int]]:
         return [tuple(c) for c in CITYSCAPES_PALETTE]
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"--palette {spec}: neither voc, cityscapes nor a file of 'R G B' lines")
+        raise FileNotFoundError(f"palette {spec!r}: neither voc, cityscapes nor a file of 'R G B' lines")
     colours = []
     for number, line in enumerate(read_lines(path, "palette"), start=1):
         values = line.replace(",", " ").split()

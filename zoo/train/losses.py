@@ -97,10 +97,10 @@ def parse_loss(spec: str) -> list[tuple[float, str]]:
     for text in str(spec).split("+"):
         match = _TERM.match(text.lower())
         if match is None:
-            raise ValueError(f"--model.loss: expected NAME or WEIGHT*NAME terms joined by '+', got {spec!r}")
+            raise ValueError(f"loss: expected NAME or WEIGHT*NAME terms joined by '+', got {spec!r}")
         name = match["name"]
         if name not in LOSS_NAMES:
-            raise ValueError(f"--model.loss: unknown loss {name!r} in {spec!r}; valid: {', '.join(LOSS_NAMES)}")
+            raise ValueError(f"loss: unknown loss {name!r} in {spec!r}; valid: {', '.join(LOSS_NAMES)}")
         terms.append((float(match["weight"] or 1.0), name))
     return terms
 
