@@ -23,6 +23,7 @@ from zoo.cli import main
 from zoo.cli.train import cli_main
 from zoo.metrics import confusion_matrix_metric, scores_from_confusion
 from zoo.train import SegmentationDataModule, SegmentationModule
+from zoo.viz import MIN_PANEL_HEIGHT
 
 TINY_MODEL = dict(net={"encoder": "xception65", "decoder": "deeplabv3plus", "encoder_kwargs": {"width": 0.125}})
 
@@ -332,7 +333,8 @@ def test_demo_writes_shapes_trains_and_draws_overlays(tmp_path, monkeypatch, cap
     strips = sorted(Path("overlays").glob("*.png"))
     assert [p.name for p in strips] == ["shapes_val_00000.png", "shapes_val_00001.png"]
     strip = np.asarray(Image.open(strips[0]))
-    assert strip.shape[0] > 48 and strip.shape[1:] == (3 * 48, 3)  # image | truth | prediction above a legend
+    side = 48 * -(-MIN_PANEL_HEIGHT // 48)  # 48-px images enlarged by a whole factor to at least MIN_PANEL_HEIGHT
+    assert strip.shape[0] > side and strip.shape[1:] == (3 * side, 3)  # image | truth | prediction above a legend
     last = printed.out.strip().splitlines()[-1]
     assert last.startswith("demo: validation mIoU ") and "overlays" in last
     miou = float(last.split()[3])
