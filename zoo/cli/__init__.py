@@ -29,7 +29,7 @@ COMMANDS = {
     "benchmark": ("zoo.cli.benchmark", "latency, throughput, memory, parameters and MACs of encoders and models"),
     "summary": ("zoo.cli.summary", "parameters and GMACs of encoders or encoder × decoder models"),
     "demo": ("zoo.cli.demo", "train a tiny DeepLabV3+ on the built-in shapes data and draw its predictions"),
-    "convert": ("zoo.cli.convert", "convert another framework's checkpoint (TF DeepLab) to a zoo model file"),
+    "convert": ("zoo.cli.convert", "convert a TF DeepLab checkpoint or TFLite export to a zoo model file"),
     "serve": ("zoo.cli.serve", "serve a model over HTTP: Open Inference Protocol v2, a web page, /metrics"),
     "ablation": ("zoo.cli.ablation", "train every variant of a study (configs/studies/) with the same data and budget"),
 }
