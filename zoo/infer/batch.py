@@ -14,11 +14,12 @@ torchmetrics confusion matrix is summed over the processes, so the scores equal 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -278,9 +279,16 @@ class UnpaddedData(pl.LightningDataModule):
 
 def _trainer(trainer_kwargs: Mapping[str, Any] | None, callbacks: list[Any]) -> pl.Trainer:
     options = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False, **(trainer_kwargs or {})}
-    for message in EXPECTED_WARNINGS:
-        warnings.filterwarnings("ignore", message=f".*{message}")
     return pl.Trainer(callbacks=callbacks, use_distributed_sampler=False, **options)
+
+
+@contextlib.contextmanager
+def _expected_warnings_silenced() -> Iterator[None]:
+    """Leave out :data:`EXPECTED_WARNINGS` while a run lasts; the process's own filters return afterwards."""
+    with warnings.catch_warnings():
+        for message in EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=f".*{message}")
+        yield
 
 
 def predict_to_folder(
@@ -320,8 +328,9 @@ def predict_to_folder(
     files = PredictionFiles(Path(output), overwrite=overwrite, overlays=render is not None)
     data = ListingData(source, files, naming, batch_size=batch_size, num_workers=num_workers)
     writer = MaskWriter(files, palette, render)
-    trainer = _trainer(trainer_kwargs, [writer])
-    trainer.predict(PredictorModule(predictor), datamodule=data, return_predictions=False)
+    with _expected_warnings_silenced():
+        trainer = _trainer(trainer_kwargs, [writer])
+        trainer.predict(PredictorModule(predictor), datamodule=data, return_predictions=False)
     return writer.summary
 
 
@@ -352,8 +361,9 @@ def evaluate_distributed(
     if num_classes != predictor.num_classes:
         raise ValueError(f"the dataset has {num_classes} classes, the checkpoint predicts {predictor.num_classes}")
     module = PredictorModule(predictor, ignore_index=getattr(dataset, "ignore_index", IGNORE_INDEX), show=show)
-    trainer = _trainer(trainer_kwargs, [])
-    trainer.test(module, datamodule=UnpaddedData(dataset, num_workers), verbose=False)
+    with _expected_warnings_silenced():
+        trainer = _trainer(trainer_kwargs, [])
+        trainer.test(module, datamodule=UnpaddedData(dataset, num_workers), verbose=False)
     return module.scores if trainer.is_global_zero else None
 
 
