@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from zoo.data.io import IGNORE_INDEX, write_image, write_mask
 from zoo.fileio import atomic_write
+from zoo.infer.evaluate import score_item
 from zoo.infer.listing import ImageShards, Item, Naming, stem_names, write_listing
 from zoo.infer.predictor import Predictor
 from zoo.metrics import SegmentationScores, confusion_matrix_metric, scores_from_confusion
@@ -125,15 +126,7 @@ class PredictorModule(pl.LightningModule):
 
     def test_step(self, batch: list[dict[str, Any]], batch_idx: int = 0) -> None:
         for item in batch:
-            image, mask = item["image"], np.asarray(item["mask"])
-            if image.shape[:2] != mask.shape[:2]:
-                name = item.get("name", batch_idx)
-                raise ValueError(f"{name}: image {image.shape[:2]} and mask {mask.shape[:2]} differ in size")
-            prediction = self.predictor.predict(image)
-            if self.show is not None:
-                self.show(item, prediction)
-            truth = torch.from_numpy(mask.astype(np.int64)).to(self.device)
-            self.confusion.update(torch.from_numpy(prediction.astype(np.int64)).to(self.device), truth)
+            score_item(self.predictor, self.confusion, item, batch_idx, self.show, self.device)
 
     def on_test_epoch_end(self) -> None:
         self.scores = scores_from_confusion(self.confusion.compute().cpu())  # summed over the processes

@@ -50,16 +50,32 @@ def evaluate(
         raise ValueError(f"the dataset has {num_classes} classes, the checkpoint predicts {predictor.num_classes}")
     metric = confusion_matrix_metric(num_classes, getattr(dataset, "ignore_index", IGNORE_INDEX))
     for index in track(range(len(dataset)), description="eval", transient=True, disable=not progress):
-        item = dataset[index]
-        image, mask = item["image"], np.asarray(item["mask"])
-        if image.shape[:2] != mask.shape[:2]:
-            name = item.get("name", index)
-            raise ValueError(f"{name}: image {image.shape[:2]} and mask {mask.shape[:2]} differ in size")
-        prediction = predictor.predict(image)
-        if show is not None:
-            show(item, prediction)
-        metric.update(torch.from_numpy(prediction.astype(np.int64)), torch.from_numpy(mask.astype(np.int64)))
+        score_item(predictor, metric, dataset[index], index, show)
     return scores_from_confusion(metric.compute())
+
+
+def score_item(
+    predictor: Predictor,
+    metric: Any,
+    item: dict[str, Any],
+    index: int,
+    show: Callable[[dict[str, Any], np.ndarray], None] | None = None,
+    device: torch.device | str = "cpu",
+) -> None:
+    """Predict one dataset item, hand it to ``show`` and add it to the confusion-matrix ``metric``.
+
+    Raises:
+        ValueError: the item's image and mask differ in size (named by the item's name, else ``index``).
+    """
+    image, mask = item["image"], np.asarray(item["mask"])
+    if image.shape[:2] != mask.shape[:2]:
+        name = item.get("name", index)
+        raise ValueError(f"{name}: image {image.shape[:2]} and mask {mask.shape[:2]} differ in size")
+    prediction = predictor.predict(image)
+    if show is not None:
+        show(item, prediction)
+    truth = torch.from_numpy(mask.astype(np.int64)).to(device)
+    metric.update(torch.from_numpy(prediction.astype(np.int64)).to(device), truth)
 
 
 def save_results(scores: SegmentationScores, class_names: Sequence[str], output: Path, info: dict[str, Any]) -> None:
@@ -72,4 +88,4 @@ def save_results(scores: SegmentationScores, class_names: Sequence[str], output:
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
-__all__ = ["evaluate", "save_results"]
+__all__ = ["evaluate", "save_results", "score_item"]
