@@ -171,7 +171,7 @@ def test_a_study_run_links_ignore_index_and_writes_through_the_one_writer(study_
     """Every data → model link reaches a study's module; its checkpoints go through ZooCheckpointIO."""
     config = tmp_path / "mine.yaml"
     shapes = {"num_train": 4, "num_val": 2, "seed": 0, "size": 32}
-    data = {"dataset": "voc", "root": str(tmp_path / "shapes"), "write_shapes_if_missing": shapes}
+    data = {"dataset": "shapes-voc", "root": str(tmp_path / "shapes"), "prepare": shapes}
     config.write_text(yaml.safe_dump({"data": {**data, "dataset_kwargs": {"ignore_index": 7}}}))
     cli = assembled(load_study(study_file, config=config), "published", tmp_path)
     assert cli.model.hparams.ignore_index == 7 and cli.model.val_confusion.ignore_index == 7

@@ -120,10 +120,10 @@ def test_datamodule_reads_classes_of_a_voc_layout_root(tmp_path):
 def test_prepare_data_writes_missing_shapes(tmp_path):
     root = tmp_path / "shapes"
     data = tiny_data(
-        dataset="voc",
+        dataset="shapes-voc",
         root=str(root),
         dataset_kwargs=None,
-        write_shapes_if_missing={"num_train": 2, "num_val": 2, "size": 40},
+        prepare={"num_train": 2, "num_val": 2, "size": 40},
     )
     assert data.num_classes == 5 and not root.exists()  # known before the files exist (for link_arguments)
     data.prepare_data()
@@ -316,7 +316,7 @@ def test_demo_writes_shapes_trains_and_draws_overlays(tmp_path, monkeypatch, cap
     config["trainer"].update(val_check_interval=2)
     config["model"]["net"]["encoder_kwargs"] = {"width": 0.125}
     config["data"].update(crop_size=48, batch_size=2, val_batch_size=2)
-    config["data"]["write_shapes_if_missing"] = {"num_train": 4, "num_val": 2, "seed": 0, "size": 48}
+    config["data"]["prepare"] = {"num_train": 4, "num_val": 2, "seed": 0, "size": 48}
     path = tmp_path / "quickstart.yaml"  # runs are named after the config file
     path.write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
@@ -349,7 +349,7 @@ def test_demo_in_a_real_process_prints_no_noise_and_progress_lines(tmp_path):
     config["trainer"].update(val_check_interval=2, log_every_n_steps=1)
     config["model"]["net"]["encoder_kwargs"] = {"width": 0.125}
     config["data"].update(crop_size=48, batch_size=2, val_batch_size=2)
-    config["data"]["write_shapes_if_missing"] = {"num_train": 4, "num_val": 2, "seed": 0, "size": 48}
+    config["data"]["prepare"] = {"num_train": 4, "num_val": 2, "seed": 0, "size": 48}
     (tmp_path / "quickstart.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])

@@ -91,8 +91,8 @@ def shapes_config(tmp_path: Path, root: Path) -> Path:
         "trainer": {"accelerator": "cpu", "max_steps": 1, "enable_progress_bar": False, "val_check_interval": 1,
                     "check_val_every_n_epoch": None, "enable_model_summary": False},
         "model": {"net": net},
-        "data": {"dataset": "voc", "root": str(root), "crop_size": 32, "batch_size": 2, "val_batch_size": 2,
-                 "num_workers": 0, "write_shapes_if_missing": {"num_train": 2, "num_val": 1, "size": 32}},
+        "data": {"dataset": "shapes-voc", "root": str(root), "crop_size": 32, "batch_size": 2, "val_batch_size": 2,
+                 "num_workers": 0, "prepare": {"num_train": 2, "num_val": 1, "size": 32}},
     }  # fmt: skip
     path = tmp_path / "same.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -251,6 +251,7 @@ RENAMED = {
                                                 "encoder_kwargs", "decoder_kwargs", "mean", "std", "semantics")},
     **{f"model.{k}": f"model.optimizer.init_args.{k}" for k in ("lr", "momentum", "weight_decay")},
     "model.test_scales": "model.tta.scales", "model.test_flip": "model.tta.flip", "model.test_slide": "model.tta.slide",
+    "data.write_shapes_if_missing": "data.prepare (with data.dataset shapes-voc)",
 }  # fmt: skip
 OLD_OPTIMIZERS = {"sgd": "torch.optim.SGD", "adamw": "torch.optim.AdamW"}
 
