@@ -157,7 +157,7 @@ class SegmentationDataModule(pl.LightningDataModule):
                 iter(convention_problems(pixels, list(dataset.classes), self.ignore_index, share=0.0)),
                 (f"only class 0 ({dataset.classes[0]!r}) occurs in the masks; check the mask files or mask_values"),
             )
-            raise ValueError(f"{self.hparams.dataset} split {split!r}: {problem}")
+            raise ValueError(f"{self.hparams.dataset} split {split!r}: {problem} (data.dataset_kwargs.mask_values)")
         return dataset
 
     def _processes(self) -> tuple[int, int]:

@@ -138,7 +138,8 @@ class SegmentationModule(pl.LightningModule):
         if not torch.isfinite(loss):  # stop before the optimizer step spreads NaN into the weights
             raise NonFiniteTrainingError(
                 f"training loss is {loss.item()} at step {self.global_step} (batch {batch_idx}); stopped before the "
-                "optimizer step, no checkpoint written: lower model.lr or check the data"
+                "optimizer step, no checkpoint written: lower the learning rate (model.optimizer.init_args.lr) or "
+                "check the data"
             )
         self.log("train_loss", loss, prog_bar=True)
         return loss
@@ -152,7 +153,7 @@ class SegmentationModule(pl.LightningModule):
             bad = next(k for k, v in named if v.is_floating_point() and not v.isfinite().all())
             raise NonFiniteTrainingError(
                 f"weights hold NaN or infinity after step {self.global_step + 1} (first: {bad}); stopped, no "
-                "checkpoint written: lower model.lr or check the data"
+                "checkpoint written: lower the learning rate (model.optimizer.init_args.lr) or check the data"
             )
 
     def _eval_logits(self, batch: dict[str, Any], run: Any) -> torch.Tensor:
