@@ -82,6 +82,7 @@ def test_print_config(tmp_path, monkeypatch, capsys):
         ({"model": {"test_flip": True}}, "model.test_flip is now model.tta.flip"),
         ({"model": {"net": {"encodr": "xception65"}}},
          "model.net.encodr is not a setting; did you mean model.net.encoder?"),
+        ({"model": {"num_log_images": 2}}, "model.num_log_images is now val_overlays.num_images"),
         ({"data": {"write_shapes_if_missing": {"num_train": 2}}},
          "data.write_shapes_if_missing is now data.prepare (with data.dataset shapes-voc)"),
     ],

@@ -17,13 +17,16 @@ import torch
 import yaml
 from PIL import Image
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from zoo.checkpoint import load_model
 from zoo.cli import main
 from zoo.cli.train import cli_main
 from zoo.metrics import confusion_matrix_metric, scores_from_confusion
 from zoo.train import SegmentationDataModule, SegmentationModule
-from zoo.viz import MIN_PANEL_HEIGHT
+from zoo.train.overlays import ValidationOverlays
+from zoo.train.run import _tensorboard_without_tensorflow
+from zoo.viz import MIN_PANEL_HEIGHT, overlay
 
 TINY_MODEL = dict(net={"encoder": "xception65", "decoder": "deeplabv3plus", "encoder_kwargs": {"width": 0.125}})
 
@@ -167,6 +170,30 @@ def test_fast_dev_run_on_shapes(tmp_path):
     assert 0.0 <= float(trainer.callback_metrics["val_miou"]) <= 1.0
     assert data.datasets["train"].transform is not None
     assert module.val_scores is not None and module.val_scores.confusion.sum() > 0
+
+
+def test_validation_overlays_draw_the_first_batchs_predictions_for_tensorboard(tmp_path, monkeypatch):
+    pl.seed_everything(0, workers=True)
+    data = tiny_data()
+    module = tiny_module(data)
+    _tensorboard_without_tensorflow()  # as build_run: TensorBoard's writer without importing TensorFlow
+    logger, drawn = TensorBoardLogger(tmp_path), []
+    monkeypatch.setattr(logger.experiment, "add_images", lambda tag, images, step, dataformats: drawn.append(
+        (tag, images, step, dataformats)))  # fmt: skip
+    trainer = tiny_trainer(tmp_path, logger=logger, max_steps=1, val_check_interval=1, limit_val_batches=2,
+                           callbacks=[ValidationOverlays(num_images=1)])  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    [(tag, images, step, dataformats)] = drawn  # one validation, batch 0 only
+    assert dataformats == "NHWC"
+    assert tag == "val_overlays" and step == 1 and images.shape == (1, 48, 48, 3) and images.dtype == np.uint8
+    data.setup("validate")
+    image = data.datasets["val"][0]["image"]
+    with torch.no_grad():
+        pred = module.model.eval()(image[None]).argmax(1)[0].to(torch.uint8).numpy()
+    rgb = (image.clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(images[0], overlay(rgb, pred, module.palette))
+    with pytest.raises(ValueError, match="val_overlays.num_images must be 0 or more, got -1"):
+        ValidationOverlays(num_images=-1)
 
 
 def test_deeplab_tf_semantics_from_the_cli_and_a_training_step(tmp_path, monkeypatch):

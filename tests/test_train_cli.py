@@ -72,6 +72,10 @@ def test_a_flag_typo_is_one_line_with_the_closest_flag_in_a_real_process(tmp_pat
          "trainer.accelerator gpu: no GPU is visible here (torch.cuda.is_available() is False); did you mean "
          "trainer.accelerator cpu (or auto)?"),
         (["--model.lr", "0.1"], "command line: --model.lr is now --model.optimizer.init_args.lr"),
+        (["--data.write_shapes_if_missing", "{}"],
+         "command line: --data.write_shapes_if_missing is now --data.prepare (with --data.dataset shapes-voc)"),
+        (["--val_overlays.num_imags", "2"],
+         "command line: --val_overlays.num_imags is not a setting; did you mean --val_overlays.num_images?"),
     ],
 )  # fmt: skip
 def test_ordinary_mistakes_are_one_line_exit_2(tmp_path, monkeypatch, capsys, args, message) -> None:
