@@ -14,6 +14,7 @@ import yaml
 from pytorch_lightning.accelerators import CPUAccelerator
 
 from zoo.cli import main
+from zoo.errors import ArgumentError
 from zoo.train.ablation import (
     CSV_FIELDS,
     Recorder,
@@ -125,18 +126,28 @@ def test_a_study_stopped_by_sigterm_resumes_where_it_stopped(study_file, tmp_pat
 def test_output_holding_something_else_is_refused(study_file, tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="is not empty and holds no study; pass --force"):
+    out = str(tmp_path / "out")
+    with pytest.raises(ArgumentError) as error:
         run_study(load_study(study_file), tmp_path / "out")
-    assert main(["ablation", "--study", str(study_file), "--output", str(tmp_path / "out")]) == 2
-    assert "zoo ablation: error: --output" in capsys.readouterr().err
+    assert str(error.value) == f"output: {out!r} is not empty and holds no study; pass force to use it"
+    assert main(["ablation", "--study", str(study_file), "--output", out]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"zoo ablation: error: argument --output: {out!r} is not empty and holds no study; pass --force to use it"
+    )
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
 
 
-def test_another_budget_in_the_same_output_is_refused(study_file, tmp_path):
+def test_another_budget_in_the_same_output_is_refused(study_file, tmp_path, capsys):
     prepare_output(load_study(study_file, steps=2), tmp_path / "out")
     prepare_output(load_study(study_file, steps=2), tmp_path / "out")  # the same study: resumed
-    with pytest.raises(FileExistsError, match="holds another study or budget"):
+    out, marker = str(tmp_path / "out"), tmp_path / "out" / "study.json"
+    message = f"{out!r} holds another study or budget ({marker}); use another folder, or force to start over there"
+    with pytest.raises(ArgumentError) as error:
         run_study(load_study(study_file, steps=4), tmp_path / "out")
+    assert str(error.value) == f"output: {message}"
+    assert main(["ablation", "--study", str(study_file), "--output", out, "--steps", "4"]) == 2
+    expected = f"argument --output: {message.replace('or force', 'or --force')}"
+    assert capsys.readouterr().err.strip() == f"zoo ablation: error: {expected}"
     prepare_output(load_study(study_file, steps=4), tmp_path / "out", force=True)
     assert json.loads((tmp_path / "out" / "study.json").read_text())["steps"] == 4
 
@@ -171,7 +182,7 @@ def test_a_study_run_links_ignore_index_and_writes_through_the_one_writer(study_
     """Every data → model link reaches a study's module; its checkpoints go through ZooCheckpointIO."""
     config = tmp_path / "mine.yaml"
     shapes = {"num_train": 4, "num_val": 2, "seed": 0, "size": 32}
-    data = {"dataset": "voc", "root": str(tmp_path / "shapes"), "write_shapes_if_missing": shapes}
+    data = {"dataset": "shapes-voc", "root": str(tmp_path / "shapes"), "prepare": shapes}
     config.write_text(yaml.safe_dump({"data": {**data, "dataset_kwargs": {"ignore_index": 7}}}))
     cli = assembled(load_study(study_file, config=config), "published", tmp_path)
     assert cli.model.hparams.ignore_index == 7 and cli.model.val_confusion.ignore_index == 7

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "zoo"
@@ -94,3 +95,32 @@ def test_function_level_imports_are_heavy_optional_ones() -> None:
 def test_every_layer_is_known() -> None:
     layers = {_layer(n) for n in _modules()} - {None, "__main__"}
     assert layers == set(LAYERS)
+
+
+FLAG = re.compile(r"(?<![\w-])--[a-z]")  # a command-line flag, e.g. "--force"
+ONE_FLAG = re.compile(r"--[a-z][\w.-]*")  # a string that is one flag: an argument the library hands LightningCLI
+
+
+def _docstrings(tree: ast.Module) -> set[int]:
+    """ids of the module's, classes' and functions' docstring nodes (documentation may show commands)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def test_only_the_command_line_speaks_flags() -> None:
+    """A library message names the Python argument (``force``); only zoo/cli writes ``--force``."""
+    found = []
+    for name, tree in _modules().items():
+        if _layer(name) == "cli":
+            continue
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                if FLAG.search(node.value) and not ONE_FLAG.fullmatch(node.value):
+                    found.append(f"{name}:{node.lineno}: {node.value!r}")
+    assert found == []

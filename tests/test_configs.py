@@ -73,20 +73,25 @@ def test_print_config(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize(
-    "model, message",
+    "config, message",
     [
-        ({"encoder": "xception65"}, "model.encoder is now model.net.encoder"),
-        ({"lr": 0.01}, "model.lr is now model.optimizer.init_args.lr"),
-        ({"optimizer": "adamw"}, "model.optimizer adamw is now model.optimizer.class_path torch.optim.AdamW"),
-        ({"test_flip": True}, "model.test_flip is now model.tta.flip"),
-        ({"net": {"encodr": "xception65"}}, "model.net.encodr is not a setting; did you mean model.net.encoder?"),
+        ({"model": {"encoder": "xception65"}}, "model.encoder is now model.net.encoder"),
+        ({"model": {"lr": 0.01}}, "model.lr is now model.optimizer.init_args.lr"),
+        ({"model": {"optimizer": "adamw"}},
+         "model.optimizer adamw is now model.optimizer.class_path torch.optim.AdamW"),
+        ({"model": {"test_flip": True}}, "model.test_flip is now model.tta.flip"),
+        ({"model": {"net": {"encodr": "xception65"}}},
+         "model.net.encodr is not a setting; did you mean model.net.encoder?"),
+        ({"model": {"num_log_images": 2}}, "model.num_log_images is now val_overlays.num_images"),
+        ({"data": {"write_shapes_if_missing": {"num_train": 2}}},
+         "data.write_shapes_if_missing is now data.prepare (with data.dataset shapes-voc)"),
     ],
-)
-def test_a_config_with_old_keys_fails_in_one_line_naming_the_new_key(tmp_path, capsys, model, message):
+)  # fmt: skip
+def test_a_config_with_old_keys_fails_in_one_line_naming_the_new_key(tmp_path, capsys, config, message):
     from zoo.cli import main
 
-    config = tmp_path / "old.yaml"
-    config.write_text(yaml.safe_dump({"model": model}))
-    assert main(["train", "fit", "--config", str(config)]) == 2
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", "fit", "--config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"zoo train: error: {config}: {message}"
+    assert err.strip() == f"zoo train: error: {path}: {message}"

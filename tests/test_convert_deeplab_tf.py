@@ -272,10 +272,13 @@ def test_pretrained_names_download_once_and_fail_offline(voc_ckpt, tmp_path, mon
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(
-        ConnectionError, match="could not download http://download.tensorflow.org/models/deeplabv3_pascal"
-    ):
+    model = pretrained_mod.published("deeplab-tf:xception65_voc_trainaug")
+    with pytest.raises(ConnectionError) as error:
         pretrained_mod.converted_state("deeplab-tf:xception65_voc_trainaug")
+    assert str(error.value) == (
+        f"could not download {model.url} (OSError: network is unreachable); offline, download it elsewhere and put "
+        f"it at {tmp_path / 'hub' / 'deeplab_tf' / model.file}"
+    )
     with pytest.raises(KeyError, match="unknown TF DeepLab model 'nope'"):
         pretrained_mod.published("deeplab-tf:nope")
     folder, _ = voc_ckpt

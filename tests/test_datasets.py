@@ -407,6 +407,7 @@ def test_every_registered_dataset_satisfies_the_declared_contract(tmp_path):
         "shapes": zoo.build_dataset("shapes", split="val", num_images=2, size=32),
         "shapes-hard": zoo.build_dataset("shapes-hard", split="val", num_images=2, size=32),
         "voc": zoo.build_dataset("voc", root=tmp_path / "voc", split="train"),
+        "shapes-voc": zoo.build_dataset("shapes-voc", root=tmp_path / "voc", split="val"),
         "cityscapes": zoo.build_dataset("cityscapes", root=tmp_path / "cityscapes", split="train"),
         "folder": zoo.build_dataset("folder", root=tmp_path / "folder", split=None),
     }
@@ -417,6 +418,33 @@ def test_every_registered_dataset_satisfies_the_declared_contract(tmp_path):
         item = dataset.load(0)
         assert item["image"].dtype == np.uint8 and item["image"].shape[:2] == item["mask"].shape, name
         assert set(np.unique(item["mask"]).tolist()) <= {*range(dataset.num_classes), dataset.ignore_index}, name
-        root = {"shapes": None, "shapes-hard": None}.get(name, tmp_path / name)
+        root = {"shapes": None, "shapes-hard": None, "shapes-voc": tmp_path / "voc"}.get(name, tmp_path / name)
         assert isinstance(DATASETS.get(name).find_splits(root=root), list), name
     assert built["folder"].classes == ["sky", "ground"]
+
+
+def test_every_dataset_that_writes_its_data_follows_the_prepare_contract(tmp_path):
+    """zoo.registry.PreparableDataset (data.prepare): a dry run writes nothing, a folder of other files is refused,
+    the class's classes are what it reads back, and a second prepare leaves the files alone."""
+    from zoo.data import DATASETS
+    from zoo.registry import PreparableDataset
+
+    preparable = [name for name in DATASETS.names() if isinstance(DATASETS.get(name), PreparableDataset)]
+    assert preparable == ["shapes-voc"]
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("a user's file\n")
+    for name in preparable:
+        cls, root = DATASETS.get(name), tmp_path / name
+        args = {"num_train": 2, "num_val": 1, "size": 32}
+        assert cls.prepare(root, dry_run=True, **args) is True and not root.exists(), name
+        with pytest.raises(TypeError, match="num_trian"):
+            cls.prepare(root, dry_run=True, num_trian=2)
+        with pytest.raises(ValueError, match="holds files the zoo did not write"):
+            cls.prepare(foreign, **args)
+        assert sorted(p.name for p in foreign.iterdir()) == ["mine.txt"], name
+        assert cls.prepare(root, **args) is True, name
+        files = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+        assert cls.prepare(root, **args) is False and {p: p.stat().st_mtime_ns for p in root.rglob("*")} == files
+        dataset = cls(root=root, split="train")
+        assert len(dataset) == 2 and dataset.classes == cls.classes and dataset.palette == cls.palette, name

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import re
-from pathlib import Path
-
 import helpers
 import pytest
 import torch
@@ -145,35 +141,3 @@ def test_bad_arguments_raise(kwargs: dict, message: str) -> None:
 def test_non_batch_input_raises() -> None:
     with pytest.raises(ValueError, match="N×3×H×W"):
         infer_logits(pointwise_model(), torch.randn(3, 8, 8))
-
-
-LIBRARY = ["infer", "benchmark", "checkpoint.py", "summary.py", "hub.py", "viz.py", "data/io.py", "errors.py"]
-
-
-def _messages(tree: ast.AST) -> list[str]:
-    """The text of every raised error and warning in a module."""
-    found = []
-    for node in ast.walk(tree):
-        call = node.exc if isinstance(node, ast.Raise) else node
-        if call is None:  # a bare raise
-            continue
-        if isinstance(node, ast.Raise) or (isinstance(node, ast.Call) and ast.unparse(node.func).endswith("warn")):
-            found += [c.value for c in ast.walk(call) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
-    return found
-
-
-def test_library_messages_name_python_arguments_not_flags() -> None:
-    """Only zoo/cli speaks flags: a library error names the argument (``precision``), the CLI maps it."""
-    package = Path(__file__).resolve().parents[1] / "zoo"
-    files = [
-        p
-        for entry in LIBRARY
-        for p in ([package / entry] if entry.endswith(".py") else (package / entry).rglob("*.py"))
-    ]
-    flags = [
-        f"{path.relative_to(package)}: {text!r}"
-        for path in files
-        for text in _messages(ast.parse(path.read_text()))
-        if re.search(r"(?<![\w-])--[a-z]", text)
-    ]
-    assert len(files) > 20 and flags == []

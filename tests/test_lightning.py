@@ -17,13 +17,16 @@ import torch
 import yaml
 from PIL import Image
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from zoo.checkpoint import load_model
 from zoo.cli import main
 from zoo.cli.train import cli_main
 from zoo.metrics import confusion_matrix_metric, scores_from_confusion
 from zoo.train import SegmentationDataModule, SegmentationModule
-from zoo.viz import MIN_PANEL_HEIGHT
+from zoo.train.overlays import ValidationOverlays
+from zoo.train.run import _tensorboard_without_tensorflow
+from zoo.viz import MIN_PANEL_HEIGHT, overlay
 
 TINY_MODEL = dict(net={"encoder": "xception65", "decoder": "deeplabv3plus", "encoder_kwargs": {"width": 0.125}})
 
@@ -120,10 +123,10 @@ def test_datamodule_reads_classes_of_a_voc_layout_root(tmp_path):
 def test_prepare_data_writes_missing_shapes(tmp_path):
     root = tmp_path / "shapes"
     data = tiny_data(
-        dataset="voc",
+        dataset="shapes-voc",
         root=str(root),
         dataset_kwargs=None,
-        write_shapes_if_missing={"num_train": 2, "num_val": 2, "size": 40},
+        prepare={"num_train": 2, "num_val": 2, "size": 40},
     )
     assert data.num_classes == 5 and not root.exists()  # known before the files exist (for link_arguments)
     data.prepare_data()
@@ -167,6 +170,30 @@ def test_fast_dev_run_on_shapes(tmp_path):
     assert 0.0 <= float(trainer.callback_metrics["val_miou"]) <= 1.0
     assert data.datasets["train"].transform is not None
     assert module.val_scores is not None and module.val_scores.confusion.sum() > 0
+
+
+def test_validation_overlays_draw_the_first_batchs_predictions_for_tensorboard(tmp_path, monkeypatch):
+    pl.seed_everything(0, workers=True)
+    data = tiny_data()
+    module = tiny_module(data)
+    _tensorboard_without_tensorflow()  # as build_run: TensorBoard's writer without importing TensorFlow
+    logger, drawn = TensorBoardLogger(tmp_path), []
+    monkeypatch.setattr(logger.experiment, "add_images", lambda tag, images, step, dataformats: drawn.append(
+        (tag, images, step, dataformats)))  # fmt: skip
+    trainer = tiny_trainer(tmp_path, logger=logger, max_steps=1, val_check_interval=1, limit_val_batches=2,
+                           callbacks=[ValidationOverlays(num_images=1)])  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    [(tag, images, step, dataformats)] = drawn  # one validation, batch 0 only
+    assert dataformats == "NHWC"
+    assert tag == "val_overlays" and step == 1 and images.shape == (1, 48, 48, 3) and images.dtype == np.uint8
+    data.setup("validate")
+    image = data.datasets["val"][0]["image"]
+    with torch.no_grad():
+        pred = module.model.eval()(image[None]).argmax(1)[0].to(torch.uint8).numpy()
+    rgb = (image.clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(images[0], overlay(rgb, pred, module.palette))
+    with pytest.raises(ValueError, match="val_overlays.num_images must be 0 or more, got -1"):
+        ValidationOverlays(num_images=-1)
 
 
 def test_deeplab_tf_semantics_from_the_cli_and_a_training_step(tmp_path, monkeypatch):
@@ -316,7 +343,7 @@ def test_demo_writes_shapes_trains_and_draws_overlays(tmp_path, monkeypatch, cap
     config["trainer"].update(val_check_interval=2)
     config["model"]["net"]["encoder_kwargs"] = {"width": 0.125}
     config["data"].update(crop_size=48, batch_size=2, val_batch_size=2)
-    config["data"]["write_shapes_if_missing"] = {"num_train": 4, "num_val": 2, "seed": 0, "size": 48}
+    config["data"]["prepare"] = {"num_train": 4, "num_val": 2, "seed": 0, "size": 48}
     path = tmp_path / "quickstart.yaml"  # runs are named after the config file
     path.write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
@@ -349,7 +376,7 @@ def test_demo_in_a_real_process_prints_no_noise_and_progress_lines(tmp_path):
     config["trainer"].update(val_check_interval=2, log_every_n_steps=1)
     config["model"]["net"]["encoder_kwargs"] = {"width": 0.125}
     config["data"].update(crop_size=48, batch_size=2, val_batch_size=2)
-    config["data"]["write_shapes_if_missing"] = {"num_train": 4, "num_val": 2, "seed": 0, "size": 48}
+    config["data"]["prepare"] = {"num_train": 4, "num_val": 2, "seed": 0, "size": 48}
     (tmp_path / "quickstart.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])

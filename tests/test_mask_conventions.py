@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,12 @@ from PIL import Image
 
 import zoo
 from zoo.cli import main
+from zoo.data.check import convention_problems
 from zoo.data.colour import colour_to_index
 from zoo.data.files import remap_labels
 from zoo.data.io import read_mask, voc_palette, write_mask
 from zoo.data.stats import class_stats
+from zoo.train import SegmentationDataModule
 
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
 
@@ -53,11 +56,22 @@ def test_binary_masks_train_as_two_classes_with_mask_values(tmp_path: Path) -> N
     np.testing.assert_array_equal(mapped[1]["mask"], (masks[1] == 255).astype(np.uint8))
 
 
-def test_check_flags_binary_masks_and_accepts_the_mapping(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_binary_masks_are_named_with_the_dataset_argument_in_the_library_and_the_flag_in_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    problem = (
+        "class 'foreground' never occurs while 40% of the pixels are 255 (ignore): masks stored in another "
+        "convention? For 0/255 binary masks use mask_values {255: 1}"
+    )
+    assert convention_problems(Counter({0: 60, 255: 40}), ["background", "foreground"], 255) == [problem]
     binary_folder(tmp_path)
+    data = SegmentationDataModule(dataset="folder", root=str(tmp_path), train_split=None, val_split=None,
+                                  crop_size=16, batch_size=2, num_workers=0)  # fmt: skip
+    with pytest.raises(ValueError, match=r"use mask_values \{255: 1\} \(data.dataset_kwargs.mask_values\)$"):
+        data.setup("fit")
     assert main(["data", "check", "--dataset", "folder", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out.replace("\n", "")
-    assert "class 'foreground' never occurs while" in out and "--mask-values 255:1" in out
+    assert "class 'foreground' never occurs while" in out and "use mask_values {255: 1} (--mask-values 255:1)" in out
     assert main(["data", "check", "--dataset", "folder", "--root", str(tmp_path), "--mask-values", "255:1"]) == 0
 
 

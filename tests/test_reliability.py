@@ -126,7 +126,11 @@ def test_make_shapes_refuses_a_users_folder_without_force(tmp_path, capsys):
     root = voc_tree(tmp_path / "VOC")
     before = tree_hashes(root)
     assert main(["data", "make-shapes", "--root", str(root), "--num-train", "2", "--num-val", "1"]) == 2
-    assert "not empty and holds no .zoo-shapes marker" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == (
+        f"zoo data: error: argument --root: {str(root)!r} is not empty and holds no .zoo-shapes marker (it was not "
+        "written by the zoo): not writing the shapes data into it; choose a new or empty folder, or pass --force to "
+        "overwrite"
+    )
     assert tree_hashes(root) == before
     assert main(["data", "make-shapes", "--root", str(root), "--num-train", "2", "--num-val", "1", "--force"]) == 0
     assert (root / MARKER).is_file() and tree_hashes(root) != before
@@ -139,12 +143,15 @@ def test_make_shapes_rewrites_its_own_folder(tmp_path):
     assert len((root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()) == 3
 
 
-def test_write_shapes_if_missing_never_touches_a_users_root(tmp_path):
+def test_data_prepare_never_touches_a_users_root(tmp_path):
     root = voc_tree(tmp_path / "VOC")
     before = tree_hashes(root)
-    with pytest.raises(ValueError, match="holds files the zoo did not write"):
-        data = SegmentationDataModule(dataset="voc", root=str(root), write_shapes_if_missing={"num_train": 2})
-        _ = data.num_classes  # what LightningCLI's link asks first
+    with pytest.raises(ValueError) as error:  # when the module is built: before LightningCLI asks for the classes
+        SegmentationDataModule(dataset="shapes-voc", root=str(root), prepare={"num_train": 2})
+    assert str(error.value) == (
+        f"data.prepare: root: {str(root)!r} holds files the zoo did not write (no .zoo-shapes marker): the shapes "
+        "data is written only into a new or empty folder or one the zoo wrote"
+    )
     assert tree_hashes(root) == before
 
 

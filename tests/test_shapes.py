@@ -10,6 +10,7 @@ from PIL import Image
 from zoo.data import DATASETS, build_dataset
 from zoo.data.shapes import SHAPES_CLASSES, SHAPES_PALETTE, ShapesDataset, make_shapes_item, write_shapes
 from zoo.data.shapes_hard import HARD_CLASSES, HardShapesDataset, make_hard_shapes_item
+from zoo.errors import ArgumentError
 
 
 def test_registered_and_described():
@@ -96,6 +97,18 @@ def test_write_shapes_voc_layout(tmp_path):
             image = np.asarray(Image.open(root / "JPEGImages" / f"{name}.jpg").convert("RGB"))
             assert image.shape == image_ref.shape
             assert np.abs(image.astype(int) - image_ref).mean() < 6  # JPEG at quality 95
+
+
+def test_write_shapes_refuses_a_folder_of_other_files_naming_root(tmp_path):
+    (tmp_path / "mine.txt").write_text("x")
+    with pytest.raises(ArgumentError) as error:
+        write_shapes(tmp_path, num_train=1, num_val=1)
+    assert error.value.argument == "root" and error.value.also == ("force",)
+    assert str(error.value) == (
+        f"root: {str(tmp_path)!r} is not empty and holds no .zoo-shapes marker (it was not written by the zoo): not "
+        "writing the shapes data into it; choose a new or empty folder, or pass force to overwrite"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
 
 
 def test_write_shapes_rejects_empty_split(tmp_path):

@@ -72,6 +72,10 @@ def test_a_flag_typo_is_one_line_with_the_closest_flag_in_a_real_process(tmp_pat
          "trainer.accelerator gpu: no GPU is visible here (torch.cuda.is_available() is False); did you mean "
          "trainer.accelerator cpu (or auto)?"),
         (["--model.lr", "0.1"], "command line: --model.lr is now --model.optimizer.init_args.lr"),
+        (["--data.write_shapes_if_missing", "{}"],
+         "command line: --data.write_shapes_if_missing is now --data.prepare (with --data.dataset shapes-voc)"),
+        (["--val_overlays.num_imags", "2"],
+         "command line: --val_overlays.num_imags is not a setting; did you mean --val_overlays.num_images?"),
     ],
 )  # fmt: skip
 def test_ordinary_mistakes_are_one_line_exit_2(tmp_path, monkeypatch, capsys, args, message) -> None:
@@ -91,8 +95,8 @@ def shapes_config(tmp_path: Path, root: Path) -> Path:
         "trainer": {"accelerator": "cpu", "max_steps": 1, "enable_progress_bar": False, "val_check_interval": 1,
                     "check_val_every_n_epoch": None, "enable_model_summary": False},
         "model": {"net": net},
-        "data": {"dataset": "voc", "root": str(root), "crop_size": 32, "batch_size": 2, "val_batch_size": 2,
-                 "num_workers": 0, "write_shapes_if_missing": {"num_train": 2, "num_val": 1, "size": 32}},
+        "data": {"dataset": "shapes-voc", "root": str(root), "crop_size": 32, "batch_size": 2, "val_batch_size": 2,
+                 "num_workers": 0, "prepare": {"num_train": 2, "num_val": 1, "size": 32}},
     }  # fmt: skip
     path = tmp_path / "same.yaml"
     path.write_text(yaml.safe_dump(config))

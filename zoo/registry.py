@@ -110,6 +110,23 @@ class SegmentationDataset(Protocol):
         ...
 
 
+@runtime_checkable
+class PreparableDataset(Protocol):
+    """A dataset class that can also write its own files (e.g. ``shapes-voc``), an optional part of the contract.
+
+    A training config's ``data.prepare`` holds the arguments of ``prepare``, which the DataModule checks with
+    ``dry_run`` when it is built and calls in ``prepare_data``. Such a class states ``classes`` and ``palette`` as
+    class attributes: they are linked to the model before its files exist.
+    """
+
+    @classmethod
+    def prepare(cls, root: Any, *, dry_run: bool = False, **kwargs: Any) -> bool:
+        """Write the dataset's files into ``root`` unless a complete copy is there; returns whether it wrote (or,
+        with ``dry_run``, would write: then only ``root`` and the arguments are checked). Never writes into a
+        folder of other files (``ValueError`` naming ``root``); an argument it does not take is a ``TypeError``."""
+        ...
+
+
 # prefix -> the package whose import registers it (imported on the prefix's first lookup)
 WEIGHT_PROVIDERS = {"deeplab-tf": "zoo.convert"}
 WEIGHT_SOURCES: Registry = Registry("weights source", providers=WEIGHT_PROVIDERS)

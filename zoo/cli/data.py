@@ -120,7 +120,7 @@ def run_check(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from zoo.data import DATASETS
-    from zoo.data.check import check_split, convention_problems
+    from zoo.data.check import binary_mask_values, check_split, convention_problems
 
     console = Console()
     cls = DATASETS.get(args.dataset)  # an unknown name: KeyError listing the valid ones
@@ -149,7 +149,11 @@ def run_check(args: argparse.Namespace) -> int:
             continue
         count, pixels, split_problems = check_split(dataset)
         problems += [f"{label}: {p}" for p in split_problems]
-        problems += [f"{label}: {p}" for p in convention_problems(pixels, dataset.classes, dataset.ignore_index)]
+        value, target = binary_mask_values(dataset.num_classes, dataset.ignore_index)
+        problems += [
+            f"{label}: {p} (--mask-values {value}:{target})"
+            for p in convention_problems(pixels, dataset.classes, dataset.ignore_index)
+        ]
         total = sum(pixels.values())
         present = [dataset.classes[i] for i in sorted(pixels) if i < dataset.num_classes]
         ignore = f"{pixels.get(dataset.ignore_index, 0) / total:.1%}" if total else "-"

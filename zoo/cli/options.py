@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -36,8 +37,13 @@ def error_message(error: BaseException) -> str:
 
 
 def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """Each argument's destination -> its long flag (``"batch_size"`` -> ``"--batch-size"``)."""
+    """Each argument's destination -> its long flag (``"batch_size"`` -> ``"--batch-size"``), also of the
+    subcommands (``zoo data make-shapes``)."""
     flags = {a.dest: max(a.option_strings, key=len) for a in parser._actions if a.option_strings}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags = {**flags_of(sub), **flags}
     for argument, dest in LIBRARY_ALIASES.items():  # the library's name for what a flag of another name sets
         if dest in flags:
             flags[argument] = flags[dest]
@@ -47,7 +53,10 @@ def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
 def error_line(command: str, error: BaseException, flags: dict[str, str] | None = None) -> str:
     """``zoo COMMAND: error: ...``; an :class:`ArgumentError` names the flag of its argument where one sets it."""
     if isinstance(error, ArgumentError) and flags and error.argument in flags:
-        return f"zoo {command}: error: argument {flags[error.argument]}: {error.message}"
+        message = error.message
+        for name in (n for n in error.also if n in flags):  # a word of its own, not part of a path or a quote
+            message = re.sub(rf"(?<![\w/.'\"-]){re.escape(name)}(?![\w/.'\"-])", flags[name], message)
+        return f"zoo {command}: error: argument {flags[error.argument]}: {message}"
     return f"zoo {command}: error: {error_message(error)}"
 
 

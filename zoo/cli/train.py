@@ -19,10 +19,10 @@ from pathlib import Path
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from zoo.cli.options import USER_ERRORS, error_message
-from zoo.train.run import SegmentationCLI, build_run, check_config_keys, check_key
+from zoo.train.run import TOP_LEVEL, SegmentationCLI, build_run, check_config_keys, check_key
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # shipped with the package: zoo train fit --config quickstart
-_FLAG = re.compile(r"^--((?:model|data|trainer|checkpoint|last_checkpoint)\.[A-Za-z_][\w.]*)(?:=.*)?$")
+_FLAG = re.compile(r"^--((?:model|data|trainer|checkpoint|last_checkpoint|val_overlays)\.[A-Za-z_][\w.]*)(?:=.*)?$")
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> SegmentationCLI:
@@ -48,7 +48,7 @@ def check_flags(argv: list[str]) -> None:
             check_key(key, "command line")
         except ValueError as error:
             text = str(error).replace(": " + key, ": --" + key)
-            for section in ("model", "data", "trainer"):
+            for section in sorted(TOP_LEVEL):
                 text = text.replace(f" {section}.", f" --{section}.")
             raise ValueError(text) from None
 

@@ -49,7 +49,7 @@ def download(model: PublishedModel) -> Path:
         except Exception as error:  # noqa: BLE001 - offline, DNS, HTTP errors: all mean the same here
             raise ConnectionError(  # an OSError: the command line shows it as one line
                 f"could not download {model.url} ({type(error).__name__}: {error}); offline, download it elsewhere "
-                f"and convert it: zoo convert deeplab-tf {model.file} --output {model.name}.pt"
+                f"and put it at {path}"
             ) from error
     size_mb = path.stat().st_size / 2**20
     if abs(size_mb - model.size_mb) > SIZE_TOLERANCE * model.size_mb:

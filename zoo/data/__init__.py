@@ -5,7 +5,7 @@ from __future__ import annotations
 from zoo.data.cityscapes import Cityscapes
 from zoo.data.folder import FolderDataset
 from zoo.data.io import IGNORE_INDEX, read_image, read_mask, voc_palette, write_mask
-from zoo.data.shapes import ShapesDataset
+from zoo.data.shapes import ShapesDataset, ShapesVOC
 from zoo.data.shapes_hard import HardShapesDataset
 from zoo.data.voc import VOCSegmentation
 from zoo.registry import Registry
@@ -16,6 +16,7 @@ for _name, _builder in {
     "folder": FolderDataset,
     "shapes": ShapesDataset,
     "shapes-hard": HardShapesDataset,
+    "shapes-voc": ShapesVOC,
     "voc": VOCSegmentation,
 }.items():
     DATASETS.register(_name)(_builder)

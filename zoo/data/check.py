@@ -54,12 +54,17 @@ def convention_problems(pixels: Counter, classes: list[str], ignore_index: int, 
     ignored = pixels.get(ignore_index, 0) / total if total else 0.0
     if not absent or ignored <= share:
         return []
-    hint = "1" if len(classes) == 2 else "ID"
+    value, target = binary_mask_values(len(classes), ignore_index)
     return [
         f"class {absent[0]!r} never occurs while {ignored:.0%} of the pixels are {ignore_index} (ignore): masks "
-        f"stored in another convention? For 0/{ignore_index} binary masks use mask_values {{{ignore_index}: {hint}}} "
-        f"(zoo data check --mask-values {ignore_index}:{hint}; --data.dataset_kwargs.mask_values)"
+        f"stored in another convention? For 0/{ignore_index} binary masks use mask_values {{{value}: {target}}}"
     ]
 
 
-__all__ = ["check_split", "convention_problems"]
+def binary_mask_values(num_classes: int, ignore_index: int) -> tuple[int, str]:
+    """The dataset's ``mask_values`` entry, (stored value, class id), that reads 0/``ignore_index`` binary masks as
+    two classes: class 1 when there are two, else ``"ID"`` (the user's choice)."""
+    return ignore_index, "1" if num_classes == 2 else "ID"
+
+
+__all__ = ["binary_mask_values", "check_split", "convention_problems"]

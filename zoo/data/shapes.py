@@ -9,10 +9,13 @@ item depends only on the seed, the split and its index (not on workers or the or
 layout (``JPEGImages/``, palette PNGs in ``SegmentationClass/``, ``ImageSets/Segmentation/``, and
 ``classes.txt``) so that the file readers can be trained on them. It writes only into a new or empty folder or
 one it wrote before (marked by the file ``.zoo-shapes``), so a real dataset root is never overwritten.
+``ShapesVOC`` (``shapes-voc``) reads those files with the ``voc`` reader and writes them when missing (its
+``prepare``: ``data.prepare`` in a training config).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +24,9 @@ import cv2
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
+
+from zoo.data.voc import VOCSegmentation
+from zoo.errors import ArgumentError
 
 SHAPES_CLASSES: tuple[str, ...] = ("background", "circle", "square", "triangle", "star")
 SHAPES_PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -133,8 +139,8 @@ class ShapesDataset(Dataset):
     ) -> None:
         if root is not None:
             raise ValueError(
-                f"shapes: root={str(root)!r} given, but the shapes dataset is drawn in memory; write it with "
-                "zoo.data.shapes.write_shapes(root) and read it with the 'voc' or 'folder' dataset"
+                f"shapes: root={str(root)!r} given, but the shapes dataset is drawn in memory; for its files use "
+                "the 'shapes-voc' dataset (written into root by its prepare, or by zoo.data.shapes.write_shapes)"
             )
         if split not in SPLITS:
             raise ValueError(f"shapes: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
@@ -224,15 +230,18 @@ def write_shapes(
         ``root`` as a Path.
 
     Raises:
-        FileExistsError: ``root`` is a non-empty folder this function did not write, and ``force`` is not set.
+        ArgumentError: (a ValueError) naming ``root``, a non-empty folder this function did not write, when
+            ``force`` is not set.
     """
     if num_train < 1 or num_val < 1:
         raise ValueError(f"write_shapes: num_train and num_val must be positive, got {num_train} and {num_val}")
     root = Path(root)
     if shapes_root_state(root) == "foreign" and not force:
-        raise FileExistsError(
-            f"{root} is not empty and holds no {MARKER} marker (it was not written by the zoo): not writing the "
-            "shapes data into it; choose a new or empty folder, or pass --force to overwrite"
+        raise ArgumentError(
+            "root",
+            f"{str(root)!r} is not empty and holds no {MARKER} marker (it was not written by the zoo): not writing "
+            "the shapes data into it; choose a new or empty folder, or pass force to overwrite",
+            also=("force",),
         )
     root.mkdir(parents=True, exist_ok=True)
     args = {"num_train": num_train, "num_val": num_val, "seed": seed, "size": size}
@@ -260,34 +269,59 @@ def write_shapes(
     return root
 
 
-def ensure_shapes(root: str | Path, **kwargs: Any) -> bool:
+def ensure_shapes(root: str | Path, *, dry_run: bool = False, **kwargs: Any) -> bool:
     """Write the shapes data into ``root`` unless a complete copy is there; never into a folder of other files.
 
     Args:
         root: a new or empty folder, or one :func:`write_shapes` wrote.
+        dry_run: only check ``root`` and the arguments; write nothing.
         **kwargs: arguments of :func:`write_shapes` (num_train, num_val, seed, size).
 
     Returns:
-        True if the data was written, False if ``root`` already held it.
+        True if the data was (or, with ``dry_run``, would be) written, False if ``root`` already holds it.
 
     Raises:
-        ValueError: ``root`` holds files the zoo did not write (it is left untouched).
+        ArgumentError: naming ``root``, which holds files the zoo did not write (it is left untouched).
+        TypeError: an argument :func:`write_shapes` does not take.
     """
+    inspect.signature(write_shapes).bind(root, **kwargs)  # a misspelt argument fails before anything is written
     root = Path(root)
-    check_shapes_root(root)
-    if shapes_root_state(root) == "ours" and (root / "classes.txt").is_file():
+    state = shapes_root_state(root)
+    if state == "foreign":
+        raise ArgumentError(
+            "root",
+            f"{str(root)!r} holds files the zoo did not write (no {MARKER} marker): the shapes data is written only "
+            "into a new or empty folder or one the zoo wrote",
+        )
+    if state == "ours" and (root / "classes.txt").is_file():
         return False
-    write_shapes(root, **kwargs)
+    if not dry_run:
+        write_shapes(root, **kwargs)
     return True
 
 
-def check_shapes_root(root: str | Path) -> None:
-    """Raise ValueError naming ``root`` if it holds files the zoo did not write (see :func:`ensure_shapes`)."""
-    if shapes_root_state(root) == "foreign":
-        raise ValueError(
-            f"data.root {root} holds files the zoo did not write (no {MARKER} marker): write_shapes_if_missing "
-            "writes only into a new or empty folder; to train on this folder, remove data.write_shapes_if_missing"
-        )
+class ShapesVOC(VOCSegmentation):
+    """``shapes-voc``: the shapes data as files in Pascal VOC layout, read by the ``voc`` reader and written by
+    :meth:`prepare` (``data.prepare: {num_train: 300, ...}`` in a training config) when missing.
+
+    Args:
+        root: the folder :func:`write_shapes` wrote.
+        split: "train", "val" or "trainval".
+        transform: albumentations Compose (or callable taking ``image=``, ``mask=``) applied to each item.
+    """
+
+    classes: list[str] = list(SHAPES_CLASSES)
+    palette: list[tuple[int, int, int]] = list(SHAPES_PALETTE)
+    num_classes: int = len(SHAPES_CLASSES)
+    splits: tuple[str, ...] = ("train", "val", "trainval")
+
+    def __init__(self, root: str | Path, split: str = "train", transform: Any = None) -> None:
+        super().__init__(root, split, transform, classes=self.classes, palette=self.palette)
+
+    @classmethod
+    def prepare(cls, root: str | Path, *, dry_run: bool = False, **kwargs: Any) -> bool:
+        """Write the shapes data into ``root`` unless it is there (:func:`ensure_shapes`: the same arguments)."""
+        return ensure_shapes(root, dry_run=dry_run, **kwargs)
 
 
 __all__ = [
@@ -295,7 +329,7 @@ __all__ = [
     "SHAPES_CLASSES",
     "SHAPES_PALETTE",
     "ShapesDataset",
-    "check_shapes_root",
+    "ShapesVOC",
     "ensure_shapes",
     "make_shapes_item",
     "shapes_root_state",

@@ -44,6 +44,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from zoo.errors import ArgumentError
 from zoo.fileio import atomic_write
 from zoo.flops import count_macs, count_params
 from zoo.train.module import NonFiniteTrainingError
@@ -206,16 +207,23 @@ def prepare_output(study: Study, output: Path, force: bool = False) -> None:
     """Create ``output``, or check that it holds this very study (same config, variants and budget) to resume it.
 
     A non-empty folder that holds something else is refused unless ``force`` (then its runs are removed).
+
+    Raises:
+        ArgumentError: (a ValueError) naming ``output``, which holds something else, when ``force`` is not set.
     """
     marker = output / "study.json"
     record = json.loads(json.dumps(asdict(study)))
     if output.is_dir() and any(output.iterdir()) and not force:
         if not marker.is_file():
-            raise FileExistsError(f"--output {str(output)!r} is not empty and holds no study; pass --force to use it")
+            raise ArgumentError(
+                "output", f"{str(output)!r} is not empty and holds no study; pass force to use it", also=("force",)
+            )
         if json.loads(marker.read_text()) != record:
-            raise FileExistsError(
-                f"--output {str(output)!r} holds another study or budget ({marker}); use another --output, or "
-                "--force to start over there"
+            raise ArgumentError(
+                "output",
+                f"{str(output)!r} holds another study or budget ({marker}); use another folder, or force to start "
+                "over there",
+                also=("force",),
             )
         return
     if force and (output / "runs").is_dir():

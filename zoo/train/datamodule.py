@@ -19,8 +19,8 @@ from zoo.data import DATASETS, build_dataset
 from zoo.data.check import check_split, convention_problems
 from zoo.data.io import IGNORE_INDEX, voc_palette
 from zoo.data.sampler import ResumableSampler, SeededDraws
-from zoo.data.shapes import ShapesDataset, check_shapes_root, ensure_shapes
 from zoo.data.transforms import PadCollate, eval_transform, seed_worker, train_transform
+from zoo.registry import PreparableDataset
 
 _CLASS_KWARGS = {"classes", "class_names", "classes_file", "palette"}  # dataset arguments that change the classes
 
@@ -29,8 +29,8 @@ class SegmentationDataModule(pl.LightningDataModule):
     """Datasets, augmentation pipelines and loaders.
 
     Args:
-        dataset: registry name (``zoo.list_datasets()``): voc, cityscapes, folder, shapes.
-        root: dataset folder (None for the in-memory ``shapes``).
+        dataset: registry name (``zoo.list_datasets()``): voc, cityscapes, folder, shapes, shapes-hard, shapes-voc.
+        root: dataset folder (None for the in-memory ``shapes`` and ``shapes-hard``).
         train_split: split used for training.
         val_split: split used for validation.
         test_split: split used by ``test`` (default: ``val_split``).
@@ -41,10 +41,11 @@ class SegmentationDataModule(pl.LightningDataModule):
         val_batch_size: validation/test batch size; images keep their size, a batch is padded to its largest one.
         num_workers: dataloader worker processes.
         dataset_kwargs: extra arguments of the dataset constructor (e.g. ``num_images`` and ``size`` for shapes).
-        write_shapes_if_missing: if set, ``root`` is expected to hold the synthetic shapes data in VOC layout and
-            ``prepare_data`` writes it there when missing, with these arguments of ``zoo.data.shapes.write_shapes``
-            (num_train, num_val, seed, size); only into a new or empty folder or one the zoo wrote (a root holding
-            other files is an error and is left untouched).
+        prepare: for a dataset that writes its own files (a :class:`zoo.registry.PreparableDataset`, e.g.
+            ``shapes-voc``): the arguments of its ``prepare(root, **prepare)`` (shapes-voc: num_train, num_val, seed,
+            size), which ``prepare_data`` calls to write the data into ``root`` when missing; only into a new or
+            empty folder or one the zoo wrote (a root holding other files is an error, checked here, and is left
+            untouched).
         check_data: before ``fit`` and ``validate``, read every image and mask of the splits they use once (open,
             sizes agree, mask values in range) and fail naming every bad file.
     """
@@ -63,12 +64,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         val_batch_size: int = 1,
         num_workers: int = 4,
         dataset_kwargs: dict[str, Any] | None = None,
-        write_shapes_if_missing: dict[str, Any] | None = None,
+        prepare: dict[str, Any] | None = None,
         check_data: bool = True,
     ) -> None:
         super().__init__()
-        if dataset not in DATASETS:
-            DATASETS.get(dataset)  # raises KeyError listing the valid names
+        cls = DATASETS.get(dataset)  # an unknown name raises KeyError listing the valid ones
+        if prepare is not None:
+            check_prepare(dataset, cls, root, prepare)
         self.save_hyperparameters()
         self.datasets: dict[str, Any] = {}
         self._info: dict[str, Any] | None = None
@@ -81,11 +83,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             hp = self.hparams
             cls = DATASETS.get(hp.dataset)
             fixed = isinstance(getattr(cls, "classes", None), list) and not _CLASS_KWARGS & set(hp.dataset_kwargs or {})
-            if hp.write_shapes_if_missing is not None:  # what prepare_data writes (or wrote) there
-                self._check_shapes_root()
-                source = ShapesDataset
-            elif fixed and (hp.root is None or not Path(hp.root).exists()):
-                source = cls  # the class's own list, without files (e.g. when only parsing a config)
+            if fixed and (hp.prepare is not None or hp.root is None or not Path(hp.root).exists()):
+                source = cls  # the class's own list, without files (when only parsing a config, or before prepare)
             else:
                 source = self.build_split(hp.val_split)  # a root may hold its own classes.txt
             classes, palette = list(source.classes), list(getattr(source, "palette", None) or [])
@@ -114,18 +113,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self._dataset_info()["palette"]
 
     # ------------------------------------------------------------- datasets
-    def _check_shapes_root(self) -> None:
-        """Fail before anything runs when ``write_shapes_if_missing`` points at a folder the zoo does not own."""
-        root = self.hparams.root
-        if root is None:
-            raise ValueError("write_shapes_if_missing needs data.root: the folder to write the shapes data to")
-        check_shapes_root(root)
-
     def prepare_data(self) -> None:
+        """Write the dataset's files into ``root`` when ``prepare`` is set and they are missing (Lightning calls this
+        once per machine, before ``setup``)."""
         hp = self.hparams
-        if hp.write_shapes_if_missing is not None:
-            self._check_shapes_root()
-            ensure_shapes(hp.root, **hp.write_shapes_if_missing)
+        if hp.prepare is not None:
+            DATASETS.get(hp.dataset).prepare(hp.root, **hp.prepare)
 
     def build_split(self, split: str, transform: Any = None) -> Any:
         """The dataset of one split, built from this module's dataset name, root and dataset_kwargs."""
@@ -164,7 +157,7 @@ class SegmentationDataModule(pl.LightningDataModule):
                 iter(convention_problems(pixels, list(dataset.classes), self.ignore_index, share=0.0)),
                 (f"only class 0 ({dataset.classes[0]!r}) occurs in the masks; check the mask files or mask_values"),
             )
-            raise ValueError(f"{self.hparams.dataset} split {split!r}: {problem}")
+            raise ValueError(f"{self.hparams.dataset} split {split!r}: {problem} (data.dataset_kwargs.mask_values)")
         return dataset
 
     def _processes(self) -> tuple[int, int]:
@@ -211,4 +204,20 @@ class SegmentationDataModule(pl.LightningDataModule):
         )
 
 
-__all__ = ["SegmentationDataModule"]
+def check_prepare(dataset: str, cls: Any, root: str | None, prepare: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming ``data.prepare`` when ``dataset`` cannot write its files into ``root`` with these
+    arguments (no ``prepare``, no root, a folder of other files, an argument it does not take); writes nothing."""
+    if not isinstance(cls, PreparableDataset):
+        able = [name for name in DATASETS.names() if isinstance(DATASETS.get(name), PreparableDataset)]
+        raise ValueError(
+            f"data.prepare: dataset {dataset!r} does not write its own data; datasets that do: {', '.join(able)}"
+        )
+    if root is None:
+        raise ValueError(f"data.prepare needs data.root: the folder to write the {dataset} data to")
+    try:
+        cls.prepare(root, dry_run=True, **prepare)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"data.prepare: {error}") from None
+
+
+__all__ = ["SegmentationDataModule", "check_prepare"]

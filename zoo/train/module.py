@@ -11,7 +11,6 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
 from torch.optim.lr_scheduler import PolynomialLR
 
@@ -22,7 +21,7 @@ from zoo.infer.tta import infer_logits
 from zoo.metrics import SegmentationScores, confusion_matrix_metric, print_scores, scores_from_confusion
 from zoo.models import Net, build_net
 from zoo.train.losses import build_loss, parse_loss
-from zoo.viz import overlay, plot_class_iou, plot_confusion_matrix
+from zoo.viz import plot_class_iou, plot_confusion_matrix
 
 
 class NonFiniteTrainingError(ValueError):
@@ -69,7 +68,9 @@ class SegmentationModule(pl.LightningModule):
             total_steps is the Trainer's ``estimated_stepping_batches`` (``max_steps`` when set).
         tta: test-time arguments of :func:`zoo.infer.tta.infer_logits` (``scales``, ``flip``, ``slide``) for
             ``test``; default: one plain pass.
-        num_log_images: validation images drawn as prediction overlays for TensorBoard each validation.
+
+    ``validation_step`` returns the predicted class ids, which
+    :class:`~zoo.train.overlays.ValidationOverlays` draws for TensorBoard (``val_overlays.num_images``).
     """
 
     def __init__(
@@ -86,7 +87,6 @@ class SegmentationModule(pl.LightningModule):
         optimizer: OptimizerCallable = sgd,
         poly_power: float = 0.9,
         tta: dict[str, Any] | None = None,
-        num_log_images: int = 4,
     ) -> None:
         super().__init__()
         if class_weights not in (None, "auto") and len(class_weights) != num_classes:
@@ -138,7 +138,8 @@ class SegmentationModule(pl.LightningModule):
         if not torch.isfinite(loss):  # stop before the optimizer step spreads NaN into the weights
             raise NonFiniteTrainingError(
                 f"training loss is {loss.item()} at step {self.global_step} (batch {batch_idx}); stopped before the "
-                "optimizer step, no checkpoint written: lower model.lr or check the data"
+                "optimizer step, no checkpoint written: lower the learning rate (model.optimizer.init_args.lr) or "
+                "check the data"
             )
         self.log("train_loss", loss, prog_bar=True)
         return loss
@@ -152,7 +153,7 @@ class SegmentationModule(pl.LightningModule):
             bad = next(k for k, v in named if v.is_floating_point() and not v.isfinite().all())
             raise NonFiniteTrainingError(
                 f"weights hold NaN or infinity after step {self.global_step + 1} (first: {bad}); stopped, no "
-                "checkpoint written: lower model.lr or check the data"
+                "checkpoint written: lower the learning rate (model.optimizer.init_args.lr) or check the data"
             )
 
     def _eval_logits(self, batch: dict[str, Any], run: Any) -> torch.Tensor:
@@ -168,13 +169,13 @@ class SegmentationModule(pl.LightningModule):
             outs.append(F.pad(logits, (0, images.shape[-1] - w, 0, images.shape[-2] - h)))
         return torch.cat(outs)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Log the loss, count the confusion matrix; returns the predicted class ids (for callbacks)."""
         logits = self._eval_logits(batch, self.model)
         self.log("val_loss", self._loss(logits, batch["mask"]), sync_dist=True, batch_size=len(logits))
         preds = logits.argmax(1)
         self.val_confusion.update(preds, batch["mask"])
-        if batch_idx == 0 and not self.trainer.sanity_checking:
-            self._log_overlays(batch["image"], preds)
+        return preds
 
     def on_validation_epoch_end(self) -> None:
         self.val_scores = self._log_scores(self.val_confusion, "val")
@@ -204,18 +205,6 @@ class SegmentationModule(pl.LightningModule):
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             print_scores(scores, self.class_names, title=f"IoU {prefix} (step {self.global_step})")
         return scores
-
-    def _log_overlays(self, images: torch.Tensor, preds: torch.Tensor) -> None:
-        loggers = [lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
-        count = min(self.hparams.num_log_images, len(images))
-        if not loggers or count == 0 or not self.trainer.is_global_zero:
-            return
-        drawn = []
-        for image, pred in zip(images[:count], preds[:count], strict=True):
-            rgb = (image.float().clamp(0, 1) * 255).byte().permute(1, 2, 0).cpu().numpy()
-            drawn.append(overlay(rgb, pred.byte().cpu().numpy(), self.palette))
-        for logger in loggers:
-            logger.experiment.add_images("val_overlays", np.stack(drawn), self.global_step, dataformats="NHWC")
 
     # -------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ YAML layers (``--config``, several compose: a study variant is one more layer) a
 - :class:`~zoo.train.checkpointing.ZooCheckpointIO` (``weights_only`` reads, atomic finite-only writes),
   ``last.ckpt`` every ``last_checkpoint.every_n_train_steps`` steps, the best-mIoU checkpoint (``checkpoint.*``),
   the random state in checkpoints, SIGTERM and SIGINT saving ``last.ckpt``, validation at the last step;
+- prediction overlays of the first validation batch in TensorBoard (``val_overlays.num_images``);
 - one run folder ``<trainer.default_root_dir>/<name>/version_N`` for every logger; ``ckpt_path="last"`` resumes
   the newest run of that name only when its data and model settings match (:func:`check_resumable`); nothing is
   written into the folder before its checkpoint has loaded (the config is saved at ``on_fit_start``).
@@ -42,6 +43,7 @@ from zoo.train.checkpointing import (
 )
 from zoo.train.datamodule import SegmentationDataModule
 from zoo.train.module import SegmentationModule
+from zoo.train.overlays import ValidationOverlays
 from zoo.train.progress import StepProgress
 
 DEFAULT_ROOT = "runs"
@@ -68,6 +70,7 @@ class SegmentationCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(ValidationOverlays, "val_overlays")
 
     def _run_name(self, config: Any) -> str:
         files = config.get("config") or []
@@ -243,14 +246,18 @@ def build_run(args: list[str], run: bool = True, loggers: bool = True) -> Segmen
 
 # The classes whose keyword arguments each top-level section of a config sets.
 SECTIONS = {"model": SegmentationModule, "data": SegmentationDataModule, "trainer": pl.Trainer,
-            "checkpoint": ModelCheckpoint, "last_checkpoint": LastCheckpoint, "model.net": Net}  # fmt: skip
-TOP_LEVEL = {"model", "data", "trainer", "checkpoint", "last_checkpoint", "seed_everything", "ckpt_path"}
+            "checkpoint": ModelCheckpoint, "last_checkpoint": LastCheckpoint, "val_overlays": ValidationOverlays,
+            "model.net": Net}  # fmt: skip
+TOP_LEVEL = {"model", "data", "trainer", "checkpoint", "last_checkpoint", "val_overlays", "seed_everything",
+             "ckpt_path"}  # fmt: skip
 # Settings that moved: the old key -> the new one.
 RENAMED = {
     **{f"model.{k}": f"model.net.{k}" for k in ("encoder", "decoder", "output_stride", "encoder_weights", "aux_head",
                                                 "encoder_kwargs", "decoder_kwargs", "mean", "std", "semantics")},
     **{f"model.{k}": f"model.optimizer.init_args.{k}" for k in ("lr", "momentum", "weight_decay")},
     "model.test_scales": "model.tta.scales", "model.test_flip": "model.tta.flip", "model.test_slide": "model.tta.slide",
+    "data.write_shapes_if_missing": "data.prepare (with data.dataset shapes-voc)",
+    "model.num_log_images": "val_overlays.num_images",
 }  # fmt: skip
 OLD_OPTIMIZERS = {"sgd": "torch.optim.SGD", "adamw": "torch.optim.AdamW"}
 

@@ -187,7 +187,7 @@ def _check_variant(study: Study, variant: str, path: Path) -> None:
     try:
         with torch.device("meta"):
             data = build_run(study.layers(variant, 0, Path("unused")), run=False).datamodule
-        if data.hparams.write_shapes_if_missing is None:  # else prepare_data writes it when the run starts
+        if data.hparams.prepare is None:  # else prepare_data writes the data when the run starts
             data.build_split(data.hparams.val_split)
     except (KeyError, TypeError, ValueError, FileNotFoundError) as error:
         raise ValueError(f"{where} does not build: {error}") from error
