@@ -59,12 +59,12 @@ def backbone_shapes(scope: str, encoder: str, width: float) -> dict[str, tuple[i
     return shapes
 
 
-def aspp_head_shapes(chs: int, num_classes: int) -> dict[str, tuple[int, ...]]:
+def aspp_head_shapes(chs: int, num_classes: int, depth: int = 256) -> dict[str, tuple[int, ...]]:
     """research/deeplab's MobileNetV2 head: aspp0, image pooling, the projection of both, the logits."""
-    shapes = {"aspp0/weights": (1, 1, chs, 256), **_bn("aspp0", 256)}
-    shapes |= {"image_pooling/weights": (1, 1, chs, 256), **_bn("image_pooling", 256)}
-    shapes |= {"concat_projection/weights": (1, 1, 512, 256), **_bn("concat_projection", 256)}
-    return shapes | {"logits/semantic/weights": (1, 1, 256, num_classes), "logits/semantic/biases": (num_classes,)}
+    shapes = {"aspp0/weights": (1, 1, chs, depth), **_bn("aspp0", depth)}
+    shapes |= {"image_pooling/weights": (1, 1, chs, depth), **_bn("image_pooling", depth)}
+    shapes |= {"concat_projection/weights": (1, 1, 2 * depth, depth), **_bn("concat_projection", depth)}
+    return shapes | {"logits/semantic/weights": (1, 1, depth, num_classes), "logits/semantic/biases": (num_classes,)}
 
 
 def lraspp_head_shapes(chs: int, low_chs: int, num_classes: int) -> dict[str, tuple[int, ...]]:
@@ -143,7 +143,11 @@ def test_mobilenet_misfits_name_the_variable(tmp_path):
 
 @pytest.mark.parametrize(
     "name, encoder, width",
-    [("mobilenetv2_dm05_voc_trainaug", "mobilenetv2", 0.5), ("mobilenetv3_small_cityscapes_trainfine", "", 1.0)],
+    [
+        ("mobilenetv2_dm05_voc_trainaug", "mobilenetv2", 0.5),
+        ("mobilenetv3_small_cityscapes_trainfine", "", 1.0),
+        ("edgetpu_deeplab_slim_cityscapes", "mobilenet_edgetpu", 0.75),
+    ],
 )
 def test_published_rows_build_the_converted_layout(tmp_path, monkeypatch, name, encoder, width):
     spec = published(name)
@@ -152,6 +156,9 @@ def test_published_rows_build_the_converted_layout(tmp_path, monkeypatch, name, 
         enc = build_encoder(spec.encoder, tap="depthwise")
         shapes = backbone_shapes("MobilenetV3", spec.encoder, 1.0)
         shapes |= lraspp_head_shapes(enc.feature_info[-1].channels, enc.feature_info[2].channels, 19)
+    elif encoder == "mobilenet_edgetpu":  # no published file size: only the conversion checks the download
+        assert spec.size_mb is None and spec.result.startswith("70.0% (val, OS32")
+        shapes = backbone_shapes("MobilenetEdgeTPU", encoder, width) | aspp_head_shapes(960, 19, depth=128)
     else:
         shapes = backbone_shapes("MobilenetV2", encoder, width) | aspp_head_shapes(160, 21)
     write_checkpoint(tmp_path / "model.ckpt", shapes)
@@ -202,3 +209,14 @@ def test_the_command_line_converts_mobilenetv3_at_output_stride_32(tmp_path):
     assert model.build_args["output_stride"] == 32 and model.build_args["encoder"] == "mobilenetv3_small"
     with torch.no_grad():
         assert model(torch.rand(1, 3, 97, 129)).shape == (1, 19, 97, 129)
+
+
+def test_rows_without_a_published_size_skip_only_the_size_check(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, progress=True: open(dst, "wb").close())
+    path = pretrained_mod.download(published("edgetpu_deeplab_cityscapes"))  # model_zoo.md gives no size
+    assert path.name == "edgetpu-deeplab_2020_03_09.tar.gz" and path.stat().st_size == 0
+    with pytest.raises(ValueError, match="model_zoo.md gives 5 MB"):
+        pretrained_mod.download(published("mobilenetv3_small_cityscapes_trainfine"))
+    with pytest.raises(ValueError, match="is not a complete tar archive"):  # the conversion is the check left
+        convert_deeplab_tf(path)

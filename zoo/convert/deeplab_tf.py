@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.convert.ade20k import ADE20K_CLASSES
 from zoo.convert.deeplab_tf_mobilenet import is_mobilenet, mobilenet_model
-from zoo.convert.tables import ADE20K_CLASSES
 from zoo.convert.tf_rows import Transform, _bn, _conv, _conv_bn, _depthwise, _model_variables, _pool_last, _vector, fill
 from zoo.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from zoo.data.io import VOC_CLASSES, voc_palette
