@@ -107,6 +107,30 @@ def test_voc_mobilenetv2_converts_every_tensor(tmp_path, width):
         assert model(torch.rand(1, 3, 65, 65)).shape == (1, 21, 65, 65)
 
 
+def test_ade20k_mobilenetv2_converts_with_the_deeplabv3plus_decoder(tmp_path):
+    # model_zoo.md's mobilenetv2_ade20k_train: no atrous ASPP branches, the decoder at output stride 4 (separable
+    # convs, research/deeplab's default) on layer_4/depthwise_output, 151 classes
+    shapes = backbone_shapes("MobilenetV2", "mobilenetv2", 1.0) | aspp_head_shapes(320, 151)
+    low = shapes["MobilenetV2/expanded_conv_2/depthwise/depthwise_weights"][2]
+    shapes |= {"decoder/feature_projection0/weights": (1, 1, low, 48), **_bn("decoder/feature_projection0", 48)}
+    for k, chs in enumerate((256 + 48, 256)):
+        scope = f"decoder/decoder_conv{k}"
+        shapes |= {f"{scope}_depthwise/depthwise_weights": (3, 3, chs, 1), **_bn(f"{scope}_depthwise", chs)}
+        shapes |= {f"{scope}_pointwise/weights": (1, 1, chs, 256), **_bn(f"{scope}_pointwise", 256)}
+    values = write_checkpoint(tmp_path / "model.ckpt", shapes)
+    model = convert_deeplab_tf(tmp_path / "model.ckpt")
+    assert (model.build_args["decoder"], len(model.decoder.aspp.branches), low) == ("deeplabv3plus", 2, 144)
+    built = zoo.build_model(**dict(published("mobilenetv2_ade20k_train").build), decoder="deeplabv3plus",
+                            encoder="mobilenetv2", num_classes=151, semantics="deeplab-tf")  # fmt: skip
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert model.decoder.low_level.conv.in_channels == 144 and model.class_names[:2] == ["other", "wall"]
+    _every_tensor_landed(model, values)
+    dw = values["decoder/decoder_conv1_depthwise/depthwise_weights"]
+    assert torch.equal(model.decoder.refine[1].depthwise.conv.weight, torch.from_numpy(dw.transpose(2, 3, 0, 1)))
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 65, 63)).shape == (1, 151, 65, 63)
+
+
 @pytest.mark.parametrize("encoder, units", [("mobilenetv3_small", 11), ("mobilenetv3_large", 15)])
 def test_cityscapes_mobilenetv3_converts_with_its_lraspp_head(tmp_path, encoder, units):
     enc = build_encoder(encoder, tap="depthwise")

@@ -133,6 +133,17 @@ MOBILENETS = (
         output_stride=32,
         build=MNV3,
     ),
+    PublishedModel(
+        "mobilenetv2_ade20k_train",
+        "mobilenetv2_ade20k_train",
+        "deeplabv3_mnv2_ade20k_train_2018_12_03.tar.gz",
+        24.8,
+        "mobilenetv2",
+        "deeplabv3plus",
+        151,
+        "32.04% (val, OS16, [1.0]; pixel accuracy 75.41%; inputs resized to 257 on the longest side)",
+        build=(("encoder_kwargs", {"width": 1.0}), ("atrous_rates", ())),
+    ),
     # model_zoo.md's "EdgeTPU-DeepLab models on Cityscapes": the MobileNetV2 flags with model_variant
     # mobilenet_edgetpu and aspp_convs_filters 256; -slim: depth multiplier 0.75 and 128
     PublishedModel(
