@@ -59,12 +59,12 @@ def backbone_shapes(scope: str, encoder: str, width: float) -> dict[str, tuple[i
     return shapes
 
 
-def aspp_head_shapes(chs: int, num_classes: int) -> dict[str, tuple[int, ...]]:
+def aspp_head_shapes(chs: int, num_classes: int, depth: int = 256) -> dict[str, tuple[int, ...]]:
     """research/deeplab's MobileNetV2 head: aspp0, image pooling, the projection of both, the logits."""
-    shapes = {"aspp0/weights": (1, 1, chs, 256), **_bn("aspp0", 256)}
-    shapes |= {"image_pooling/weights": (1, 1, chs, 256), **_bn("image_pooling", 256)}
-    shapes |= {"concat_projection/weights": (1, 1, 512, 256), **_bn("concat_projection", 256)}
-    return shapes | {"logits/semantic/weights": (1, 1, 256, num_classes), "logits/semantic/biases": (num_classes,)}
+    shapes = {"aspp0/weights": (1, 1, chs, depth), **_bn("aspp0", depth)}
+    shapes |= {"image_pooling/weights": (1, 1, chs, depth), **_bn("image_pooling", depth)}
+    shapes |= {"concat_projection/weights": (1, 1, 2 * depth, depth), **_bn("concat_projection", depth)}
+    return shapes | {"logits/semantic/weights": (1, 1, depth, num_classes), "logits/semantic/biases": (num_classes,)}
 
 
 def lraspp_head_shapes(chs: int, low_chs: int, num_classes: int) -> dict[str, tuple[int, ...]]:
@@ -107,6 +107,30 @@ def test_voc_mobilenetv2_converts_every_tensor(tmp_path, width):
         assert model(torch.rand(1, 3, 65, 65)).shape == (1, 21, 65, 65)
 
 
+def test_ade20k_mobilenetv2_converts_with_the_deeplabv3plus_decoder(tmp_path):
+    # model_zoo.md's mobilenetv2_ade20k_train: no atrous ASPP branches, the decoder at output stride 4 (separable
+    # convs, research/deeplab's default) on layer_4/depthwise_output, 151 classes
+    shapes = backbone_shapes("MobilenetV2", "mobilenetv2", 1.0) | aspp_head_shapes(320, 151)
+    low = shapes["MobilenetV2/expanded_conv_2/depthwise/depthwise_weights"][2]
+    shapes |= {"decoder/feature_projection0/weights": (1, 1, low, 48), **_bn("decoder/feature_projection0", 48)}
+    for k, chs in enumerate((256 + 48, 256)):
+        scope = f"decoder/decoder_conv{k}"
+        shapes |= {f"{scope}_depthwise/depthwise_weights": (3, 3, chs, 1), **_bn(f"{scope}_depthwise", chs)}
+        shapes |= {f"{scope}_pointwise/weights": (1, 1, chs, 256), **_bn(f"{scope}_pointwise", 256)}
+    values = write_checkpoint(tmp_path / "model.ckpt", shapes)
+    model = convert_deeplab_tf(tmp_path / "model.ckpt")
+    assert (model.build_args["decoder"], len(model.decoder.aspp.branches), low) == ("deeplabv3plus", 2, 144)
+    built = zoo.build_model(**dict(published("mobilenetv2_ade20k_train").build), decoder="deeplabv3plus",
+                            encoder="mobilenetv2", num_classes=151, semantics="deeplab-tf")  # fmt: skip
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert model.decoder.low_level.conv.in_channels == 144 and model.class_names[:2] == ["other", "wall"]
+    _every_tensor_landed(model, values)
+    dw = values["decoder/decoder_conv1_depthwise/depthwise_weights"]
+    assert torch.equal(model.decoder.refine[1].depthwise.conv.weight, torch.from_numpy(dw.transpose(2, 3, 0, 1)))
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 65, 63)).shape == (1, 151, 65, 63)
+
+
 @pytest.mark.parametrize("encoder, units", [("mobilenetv3_small", 11), ("mobilenetv3_large", 15)])
 def test_cityscapes_mobilenetv3_converts_with_its_lraspp_head(tmp_path, encoder, units):
     enc = build_encoder(encoder, tap="depthwise")
@@ -143,7 +167,11 @@ def test_mobilenet_misfits_name_the_variable(tmp_path):
 
 @pytest.mark.parametrize(
     "name, encoder, width",
-    [("mobilenetv2_dm05_voc_trainaug", "mobilenetv2", 0.5), ("mobilenetv3_small_cityscapes_trainfine", "", 1.0)],
+    [
+        ("mobilenetv2_dm05_voc_trainaug", "mobilenetv2", 0.5),
+        ("mobilenetv3_small_cityscapes_trainfine", "", 1.0),
+        ("edgetpu_deeplab_slim_cityscapes", "mobilenet_edgetpu", 0.75),
+    ],
 )
 def test_published_rows_build_the_converted_layout(tmp_path, monkeypatch, name, encoder, width):
     spec = published(name)
@@ -152,6 +180,9 @@ def test_published_rows_build_the_converted_layout(tmp_path, monkeypatch, name, 
         enc = build_encoder(spec.encoder, tap="depthwise")
         shapes = backbone_shapes("MobilenetV3", spec.encoder, 1.0)
         shapes |= lraspp_head_shapes(enc.feature_info[-1].channels, enc.feature_info[2].channels, 19)
+    elif encoder == "mobilenet_edgetpu":  # no published file size: only the conversion checks the download
+        assert spec.size_mb is None and spec.result.startswith("70.0% (val, OS32")
+        shapes = backbone_shapes("MobilenetEdgeTPU", encoder, width) | aspp_head_shapes(960, 19, depth=128)
     else:
         shapes = backbone_shapes("MobilenetV2", encoder, width) | aspp_head_shapes(160, 21)
     write_checkpoint(tmp_path / "model.ckpt", shapes)
@@ -202,3 +233,14 @@ def test_the_command_line_converts_mobilenetv3_at_output_stride_32(tmp_path):
     assert model.build_args["output_stride"] == 32 and model.build_args["encoder"] == "mobilenetv3_small"
     with torch.no_grad():
         assert model(torch.rand(1, 3, 97, 129)).shape == (1, 19, 97, 129)
+
+
+def test_rows_without_a_published_size_skip_only_the_size_check(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, progress=True: open(dst, "wb").close())
+    path = pretrained_mod.download(published("edgetpu_deeplab_cityscapes"))  # model_zoo.md gives no size
+    assert path.name == "edgetpu-deeplab_2020_03_09.tar.gz" and path.stat().st_size == 0
+    with pytest.raises(ValueError, match="model_zoo.md gives 5 MB"):
+        pretrained_mod.download(published("mobilenetv3_small_cityscapes_trainfine"))
+    with pytest.raises(ValueError, match="is not a complete tar archive"):  # the conversion is the check left
+        convert_deeplab_tf(path)

@@ -274,3 +274,21 @@ def test_v3_unit_with_hard_swish_squeeze_excite_and_5x5_stride_2_equals_tf_ops(s
     expected = bn(tf.nn.conv2d(y, hwio(unit.project.conv), 1, "SAME"), unit.project).numpy()
     assert ours.shape == expected.shape
     assert abs(ours - expected).max() <= 1e-5 * abs(expected).max()
+
+
+@pytest.mark.parametrize("output_stride, residual", [(32, False), (16, True), (8, True)])
+def test_strided_unit_turned_into_dilation_adds_its_input_as_tf_slim_does(output_stride, residual):
+    # MobileNetV3-small's unit 8 keeps 48 channels (DeepLab's halved last stage) and strides at output stride 32;
+    # TF-slim's expanded_conv adds its input whenever the stride it applies is 1, so below output stride 32 it does
+    # (without it, Google's graph and the zoo's backbone output differ by 80% of its largest value at output stride 16)
+    enc = build_encoder("mobilenetv3_small", output_stride=output_stride).eval()
+    unit = enc.blocks[8]
+    assert (unit.expand.conv.in_channels, unit.project.conv.out_channels) == (48, 48)
+    assert unit.residual is residual
+    nn.init.zeros_(unit.project.bn.weight)  # the projection then outputs zeros: what is left is the residual
+    nn.init.zeros_(unit.project.bn.bias)
+    x = torch.randn(1, 48, 6, 6)
+    with torch.no_grad():
+        y, _ = unit(x)
+    torch.testing.assert_close(y, x if residual else torch.zeros(1, 48, 3, 3))
+    assert [i for i, b in enumerate(enc.blocks) if b.residual] == [2, 4, 5, 7, *([8] if residual else []), 9, 10]

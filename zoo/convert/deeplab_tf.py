@@ -24,9 +24,20 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.convert.ade20k import ADE20K_CLASSES
 from zoo.convert.deeplab_tf_mobilenet import is_mobilenet, mobilenet_model
-from zoo.convert.tables import ADE20K_CLASSES
-from zoo.convert.tf_rows import Transform, _bn, _conv, _conv_bn, _depthwise, _model_variables, _pool_last, _vector, fill
+from zoo.convert.tf_rows import (
+    Transform,
+    _bn,
+    _conv,
+    _conv_bn,
+    _depthwise,
+    _model_variables,
+    _pool_last,
+    _separable,
+    _vector,
+    fill,
+)
 from zoo.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from zoo.data.io import VOC_CLASSES, voc_palette
 from zoo.models import SegmentationModel, build_model
@@ -187,15 +198,6 @@ def detect(ckpt: Checkpoint) -> Variant:
         what = "logits/semantic/weights" if logits is not None else "concat_projection/weights"
         raise ValueError(f"{ckpt.source}: logits and head come together; variable {what} has no counterpart")
     return Variant(scope, head, decoder, int(logits[-1]) if logits is not None else None)
-
-
-def _separable(zoo: str, tf_scope: str) -> list[tuple[str, str, Transform]]:
-    """A zoo SeparableConvBNAct and TF's split_separable_conv2d (``{scope}_depthwise``, ``{scope}_pointwise``)."""
-    return [
-        (f"{zoo}.depthwise.conv.weight", f"{tf_scope}_depthwise/depthwise_weights", _depthwise),
-        *_bn(f"{zoo}.depthwise.bn", f"{tf_scope}_depthwise"),
-        *_conv_bn(f"{zoo}.pointwise", f"{tf_scope}_pointwise"),
-    ]
 
 
 def unit_scopes(scope: str) -> list[str]:

@@ -8,7 +8,9 @@ The variant comes from the variable names and shapes: the backbone scope (``Mobi
 :class:`zoo.decoders.deeplabv3.DeepLabV3Decoder` without atrous branches and without its 3x3 conv), or ``aspp0`` +
 ``image_pooling`` with biases + ``decoder/feature_projection0`` + ``decoder/decoder_conv0`` (the MobileNetV3
 configurations: :class:`zoo.decoders.lraspp.LRASPPDecoder` with model_zoo.md's image pooling, a 769-pixel crop's
-window at stride (4, 5)).
+window at stride (4, 5)), or the first with ``decoder/feature_projection0`` and the separable
+``decoder/decoder_conv{0,1}`` (the ADE20K MobileNetV2 model: :class:`zoo.decoders.deeplabv3plus.DeepLabV3PlusDecoder`
+without atrous branches, reading ``layer_4/depthwise_output``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from zoo.convert.tf_rows import Row, _bn, _conv, _conv_bn, _depthwise, _model_variables, _pool_last, _vector, fill
+from zoo.convert.tf_rows import (
+    Row,
+    _bn,
+    _conv,
+    _conv_bn,
+    _depthwise,
+    _model_variables,
+    _pool_last,
+    _separable,
+    _vector,
+    fill,
+)
 from zoo.encoders.mobilenet import MobileNet
 from zoo.encoders.mobilenet_specs import SPECS, unit_name
 from zoo.models import SegmentationModel, build_model
@@ -43,7 +56,8 @@ class MobileNetVariant:
         scope: the backbone's variable scope.
         encoder: the zoo encoder.
         width: the depth multiplier.
-        decoder: the zoo decoder ("deeplabv3" for ASPP without atrous branches, "lraspp").
+        decoder: the zoo decoder ("deeplabv3" for ASPP without atrous branches, "deeplabv3plus" for that ASPP
+            with the DeepLabV3+ decoder, "lraspp").
         num_classes: the classes of the logits.
         channels: channels of ``aspp0`` (model_zoo.md: 256, 128 for MobileNetV3 and EdgeTPU-DeepLab-slim).
     """
@@ -83,7 +97,8 @@ def detect_mobilenet(ckpt: Checkpoint) -> MobileNetVariant:
     if "decoder/decoder_conv0/weights" in shapes:
         decoder, classes = "lraspp", shapes["decoder/decoder_conv0/weights"][-1]
     elif "logits/semantic/weights" in shapes and "concat_projection/weights" in shapes:
-        decoder, classes = "deeplabv3", shapes["logits/semantic/weights"][-1]
+        plus = "decoder/feature_projection0/weights" in shapes
+        decoder, classes = "deeplabv3plus" if plus else "deeplabv3", shapes["logits/semantic/weights"][-1]
     else:
         raise ValueError(
             f"{ckpt.source}: no head of TF DeepLab's MobileNet configurations (logits/semantic/weights with "
@@ -111,10 +126,13 @@ def mobilenet_table(encoder: MobileNet, scope: str, prefix: str = "encoder.") ->
 def head_rows(decoder: str) -> list[Row]:
     """(zoo key, TF variable, transform) for the head and the logits."""
     d = "decoder."
-    if decoder == "deeplabv3":
+    if decoder in ("deeplabv3", "deeplabv3plus"):
         rows = _conv_bn(f"{d}aspp.branches.0", "aspp0") + _conv_bn(f"{d}aspp.branches.1.conv", "image_pooling")
         rows += [(f"{d}aspp.project.conv.weight", "concat_projection/weights", lambda w: _pool_last(w, 2))]
         rows += _bn(f"{d}aspp.project.bn", "concat_projection")
+        if decoder == "deeplabv3plus":
+            rows += _conv_bn(f"{d}low_level", "decoder/feature_projection0")
+            rows += [x for k in range(2) for x in _separable(f"{d}refine.{k}", f"decoder/decoder_conv{k}")]
         pairs = (("classifier", "logits/semantic"),)
     else:
         rows = _conv_bn(f"{d}conv", "aspp0")
@@ -131,6 +149,8 @@ def head_rows(decoder: str) -> list[Row]:
 def build_for(variant: MobileNetVariant, output_stride: int) -> SegmentationModel:
     """The zoo model of ``variant`` (``semantics="deeplab-tf"``), randomly initialised."""
     kwargs: dict = {"atrous_rates": [], "conv3x3": False, "channels": variant.channels}
+    if variant.decoder == "deeplabv3plus":
+        kwargs = {"atrous_rates": [], "aspp_channels": variant.channels}
     if variant.decoder == "lraspp":
         window = int((POOLING_CROP - 1) / output_stride + 1)  # TF DeepLab's scale_dimension
         kwargs = {"pool_size": (window, window), "pool_stride": POOLING_STRIDE, "channels": variant.channels}

@@ -35,7 +35,8 @@ def cache_dir() -> Path:
 
 
 def download(model: PublishedModel) -> Path:
-    """The model's tarball in the cache, downloaded on first use and checked against the published size.
+    """The model's tarball in the cache, downloaded on first use and checked against the published size (where
+    model_zoo.md gives one).
 
     Raises:
         ConnectionError: the download failed (offline: the message names the URL and the ``zoo convert`` route).
@@ -52,7 +53,7 @@ def download(model: PublishedModel) -> Path:
                 f"and put it at {path}"
             ) from error
     size_mb = path.stat().st_size / 2**20
-    if abs(size_mb - model.size_mb) > SIZE_TOLERANCE * model.size_mb:
+    if model.size_mb is not None and abs(size_mb - model.size_mb) > SIZE_TOLERANCE * model.size_mb:
         raise ValueError(
             f"{path} has {size_mb:.0f} MB, model_zoo.md gives {model.size_mb} MB for {model.url}: "
             "an incomplete or different file; delete it to download again"

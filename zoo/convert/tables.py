@@ -1,4 +1,4 @@
-"""Facts about TF DeepLab's published models (research/deeplab/g3doc/model_zoo.md, Apache-2.0) and datasets."""
+"""Facts about TF DeepLab's published models (research/deeplab/g3doc/model_zoo.md, Apache-2.0)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ class PublishedModel:
         name: the zoo's name (``zoo.list_pretrained()``; ``weights="deeplab-tf:NAME"``).
         source_name: the checkpoint's name in model_zoo.md.
         file: the tarball's name under ``DOWNLOAD_ROOT``.
-        size_mb: the file size model_zoo.md gives, in MB (downloads are checked against it, within 5%).
+        size_mb: the file size model_zoo.md gives, in MB (downloads are checked against it, within 5%); None where
+            it gives none (the EdgeTPU-DeepLab rows: the conversion, reading every variable by name and shape, is
+            then the only check).
         encoder: the zoo encoder it converts to.
         decoder: the zoo decoder it converts to (None: an ImageNet backbone, for ``encoder_weights``).
         num_classes: its classes (None for a backbone).
@@ -28,7 +30,7 @@ class PublishedModel:
     name: str
     source_name: str
     file: str
-    size_mb: float
+    size_mb: float | None
     encoder: str
     decoder: str | None
     num_classes: int | None
@@ -41,9 +43,11 @@ class PublishedModel:
         return DOWNLOAD_ROOT + self.file
 
 
-def _mnv2(width: float) -> tuple[tuple[str, Any], ...]:
-    """TF DeepLab's MobileNetV2 configurations: ASPP with only aspp0 and image pooling, no decoder."""
-    return (("encoder_kwargs", {"width": width}), ("atrous_rates", ()), ("conv3x3", False))
+def _mnv2(width: float, channels: int = 256) -> tuple[tuple[str, Any], ...]:
+    """TF DeepLab's MobileNetV2 configurations (also EdgeTPU-DeepLab's): ASPP with only aspp0 and image pooling at
+    ``channels`` (``aspp_convs_filters``), no decoder."""
+    build = (("encoder_kwargs", {"width": width}), ("atrous_rates", ()), ("conv3x3", False))
+    return build if channels == 256 else (*build, ("channels", channels))
 
 
 # model_zoo.md's MobileNetV3 flags: --image_pooling_crop_size=769 (a 25-pixel window at output stride 32) and
@@ -128,6 +132,41 @@ MOBILENETS = (
         "68.99% (val, OS32, [1.0])",
         output_stride=32,
         build=MNV3,
+    ),
+    PublishedModel(
+        "mobilenetv2_ade20k_train",
+        "mobilenetv2_ade20k_train",
+        "deeplabv3_mnv2_ade20k_train_2018_12_03.tar.gz",
+        24.8,
+        "mobilenetv2",
+        "deeplabv3plus",
+        151,
+        "32.04% (val, OS16, [1.0]; pixel accuracy 75.41%; inputs resized to 257 on the longest side)",
+        build=(("encoder_kwargs", {"width": 1.0}), ("atrous_rates", ())),
+    ),
+    # model_zoo.md's "EdgeTPU-DeepLab models on Cityscapes": the MobileNetV2 flags with model_variant
+    # mobilenet_edgetpu and aspp_convs_filters 256; -slim: depth multiplier 0.75 and 128
+    PublishedModel(
+        "edgetpu_deeplab_cityscapes",
+        "EdgeTPU-DeepLab",
+        "edgetpu-deeplab_2020_03_09.tar.gz",
+        None,
+        "mobilenet_edgetpu",
+        "deeplabv3",
+        19,
+        "70.6% (val, OS32, [1.0]); 74.1% (val, OS16, [1.0])",
+        build=_mnv2(1.0),
+    ),
+    PublishedModel(
+        "edgetpu_deeplab_slim_cityscapes",
+        "EdgeTPU-DeepLab-slim",
+        "edgetpu-deeplab-slim_2020_03_09.tar.gz",
+        None,
+        "mobilenet_edgetpu",
+        "deeplabv3",
+        19,
+        "70.0% (val, OS32, [1.0]); 73.2% (val, OS16, [1.0])",
+        build=_mnv2(0.75, 128),
     ),
 )
 
@@ -233,159 +272,4 @@ PUBLISHED = (
         "ImageNet backbone",
     ),
     *MOBILENETS,
-)
-
-# ADE20K (SceneParsing, 150 classes) as TF DeepLab trains it: 151 outputs, class 0 "other" (its ignore label).
-ADE20K_CLASSES = (
-    "other",
-    "wall",
-    "building",
-    "sky",
-    "floor",
-    "tree",
-    "ceiling",
-    "road",
-    "bed",
-    "windowpane",
-    "grass",
-    "cabinet",
-    "sidewalk",
-    "person",
-    "earth",
-    "door",
-    "table",
-    "mountain",
-    "plant",
-    "curtain",
-    "chair",
-    "car",
-    "water",
-    "painting",
-    "sofa",
-    "shelf",
-    "house",
-    "sea",
-    "mirror",
-    "rug",
-    "field",
-    "armchair",
-    "seat",
-    "fence",
-    "desk",
-    "rock",
-    "wardrobe",
-    "lamp",
-    "bathtub",
-    "railing",
-    "cushion",
-    "base",
-    "box",
-    "column",
-    "signboard",
-    "chest of drawers",
-    "counter",
-    "sand",
-    "sink",
-    "skyscraper",
-    "fireplace",
-    "refrigerator",
-    "grandstand",
-    "path",
-    "stairs",
-    "runway",
-    "case",
-    "pool table",
-    "pillow",
-    "screen door",
-    "stairway",
-    "river",
-    "bridge",
-    "bookcase",
-    "blind",
-    "coffee table",
-    "toilet",
-    "flower",
-    "book",
-    "hill",
-    "bench",
-    "countertop",
-    "stove",
-    "palm",
-    "kitchen island",
-    "computer",
-    "swivel chair",
-    "boat",
-    "bar",
-    "arcade machine",
-    "hovel",
-    "bus",
-    "towel",
-    "light",
-    "truck",
-    "tower",
-    "chandelier",
-    "awning",
-    "streetlight",
-    "booth",
-    "television receiver",
-    "airplane",
-    "dirt track",
-    "apparel",
-    "pole",
-    "land",
-    "bannister",
-    "escalator",
-    "ottoman",
-    "bottle",
-    "buffet",
-    "poster",
-    "stage",
-    "van",
-    "ship",
-    "fountain",
-    "conveyer belt",
-    "canopy",
-    "washer",
-    "plaything",
-    "swimming pool",
-    "stool",
-    "barrel",
-    "basket",
-    "waterfall",
-    "tent",
-    "bag",
-    "minibike",
-    "cradle",
-    "oven",
-    "ball",
-    "food",
-    "step",
-    "tank",
-    "trade name",
-    "microwave",
-    "pot",
-    "animal",
-    "bicycle",
-    "lake",
-    "dishwasher",
-    "screen",
-    "blanket",
-    "sculpture",
-    "hood",
-    "sconce",
-    "vase",
-    "traffic light",
-    "tray",
-    "ashcan",
-    "fan",
-    "pier",
-    "crt screen",
-    "plate",
-    "monitor",
-    "bulletin board",
-    "shower",
-    "radiator",
-    "glass",
-    "clock",
-    "flag",
 )

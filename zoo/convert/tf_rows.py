@@ -44,6 +44,15 @@ def _conv_bn(zoo: str, tf_scope: str) -> list[Row]:
     return [(f"{zoo}.conv.weight", f"{tf_scope}/weights", _conv), *_bn(f"{zoo}.bn", tf_scope)]
 
 
+def _separable(zoo: str, tf_scope: str) -> list[Row]:
+    """A zoo SeparableConvBNAct and TF's split_separable_conv2d (``{scope}_depthwise``, ``{scope}_pointwise``)."""
+    return [
+        (f"{zoo}.depthwise.conv.weight", f"{tf_scope}_depthwise/depthwise_weights", _depthwise),
+        *_bn(f"{zoo}.depthwise.bn", f"{tf_scope}_depthwise"),
+        *_conv_bn(f"{zoo}.pointwise", f"{tf_scope}_pointwise"),
+    ]
+
+
 def _model_variables(shapes: dict[str, tuple[int, ...]]) -> list[str]:
     return sorted(k for k in shapes if k != "global_step" and not k.endswith(SLOT_SUFFIXES))
 

@@ -2,8 +2,9 @@
 :mod:`zoo.encoders.mobilenet_specs`.
 
 ``output_stride`` turns every stride that would overshoot it into dilation in the build loop, as TF-slim's
-``mobilenet_base`` does: the unit whose stride is dropped keeps the current rate, the later ones multiply it. The
-parameters are the same at every output stride. ``padding="tf-same"`` pads the strided convs as TF's ``SAME``
+``mobilenet_base`` does: the unit whose stride is dropped keeps the current rate, the later ones multiply it, and
+it adds its input when it keeps the channels, as every unit applying stride 1 does. The parameters are the same at
+every output stride. ``padding="tf-same"`` pads the strided convs as TF's ``SAME``
 does (the extra row and column at the bottom and right for even sizes; symmetric for odd sizes, where both
 conventions agree); ``semantics="deeplab-tf"`` selects it, and ``tap="depthwise"``: the features below the deepest
 are the depthwise outputs of the last unit at each reduction, the decoder end points of TF DeepLab
@@ -126,7 +127,8 @@ class SqueezeExcite(nn.Module):
 class InvertedResidualUnit(nn.Module):
     """1x1 expand (skipped when it would not grow the channels), KxK depthwise, optional squeeze-excite, 1x1 linear
     projection; a fused unit (``spec.fused``) has a KxK expand conv and no depthwise conv. A residual connection
-    when ``residual`` (the spec allows it, the unit keeps stride 1 in its spec and the channel count).
+    when ``residual`` (the spec allows it, the unit applies stride 1, also where the output stride turned its
+    stride into dilation, and keeps the channel count: TF-slim's ``expanded_conv``).
 
     ``forward`` returns the output and the inner tensor (the depthwise output; the expansion of a fused unit).
 
@@ -228,7 +230,9 @@ class MobileNet(Encoder):
             else:
                 reduction *= spec_stride
             out_chs = chs(spec.out_chs)
-            residual = spec.residual and spec_stride == 1 and in_chs == out_chs
+            # TF-slim's rule: the stride applied, so a strided unit turned into dilation adds its input when it
+            # keeps the channels (MobileNetV3-small's halved last stage below output stride 32)
+            residual = spec.residual and stride == 1 and in_chs == out_chs
             unit = InvertedResidualUnit(in_chs, out_chs, spec, stride, unit_dilation, residual, padding)
             self.blocks.append(unit)
             last = i == len(units) - 1
