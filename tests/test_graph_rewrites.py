@@ -10,6 +10,7 @@ import torch
 import zoo
 from zoo.benchmark.operators import BUCKETS, bucket_of, encoder_units, markdown_split
 from zoo.infer.fold import InputFoldedModel, fold_input_normalisation
+from zoo.infer.predictor import class_map
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -112,3 +113,11 @@ def test_split_table_gives_shares_of_each_column() -> None:
     table = markdown_split({"a": {"x": 30.0, "y": 10.0}, "b": {"x": 5.0, "y": 15.0}}, {"a": 41.0, "b": 19.0})
     assert "| x | 30.0 | 75.0% | 5.0 | 25.0% |" in table
     assert "| **sum of the nodes + argmax** | 40.0 | 100% | 20.0 | 100% |" in table
+
+
+def test_class_map_equals_torch_argmax_ties_and_strides_included() -> None:
+    ties = torch.randint(0, 3, (2, 7, 9, 11), generator=torch.Generator().manual_seed(0)).float()
+    for logits in (ties, ties[..., 1:8, 2:9], torch.randn(1, 21, 17, 13).to(torch.bfloat16)):
+        got = class_map(logits)
+        assert got.shape == logits.shape[:1] + logits.shape[2:]
+        assert (got == logits.float().argmax(1).numpy()).all()
