@@ -86,3 +86,27 @@ def test_torchao_int8_agrees_with_fp32_and_builds_each_shape(model) -> None:
         assert got.shape == expected.shape
         assert (got.argmax(1) == expected.argmax(1)).float().mean().item() >= 0.9
     assert len(fast.runner.graphs) == 2
+
+
+def test_auto_int8_judges_agreement_on_the_calibration_images(model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine that agrees on the (random) example input but not on the real images is not kept."""
+    from zoo.infer import optimize
+
+    example = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    calibration = [torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    with torch.no_grad():
+        reference = model(example)
+
+    def build(name, module, x, *options):
+        if name == "openvino":  # right on the example's shape only
+            return lambda y: module(y) if y.shape == example.shape else -module(y)
+        return lambda y: module(y)
+
+    monkeypatch.setattr(optimize, "_build_runner", build)
+    monkeypatch.setattr(engines, "candidates", lambda precision, device_type="cpu": ["onnxruntime", "openvino"])
+    with pytest.warns(UserWarning, match=r"skipped openvino: backend 'openvino' agrees with the model on \d"):
+        fast = optimize_for_inference(
+            model, example, "auto", precision="int8", calibration=calibration, cache_choice=False, trials=1
+        )
+    assert fast.backend == "onnxruntime"
+    assert torch.equal(fast(example).argmax(1), reference.argmax(1))
