@@ -46,8 +46,9 @@ def candidates(
 
     On the CPU: OpenVINO where installed; for bf16 also ``torch.compile`` (autocast, channels-last, freezing; bf16
     itself is refused on a CPU without native bf16 instructions); for int8 torchao's PT2E graph where torchao is
-    installed and the CPU has AMX int8 (oneDNN's int8 kernels it compiles to; on AVX-512 VNNI without AMX it
-    measured far behind OpenVINO's int8, BENCHMARKS.md), and always by ``backend="torchao"``.
+    installed and the CPU has AMX int8 (oneDNN's AMX int8 kernels are what it compiles to; on AVX-512 VNNI without
+    AMX it measured 7% behind OpenVINO's int8 and took minutes to compile, BENCHMARKS.md), and always by
+    ``backend="torchao"``.
 
     Args:
         precision: "fp32", "bf16", "fp16" or "int8".
