@@ -66,7 +66,7 @@ def main() -> None:
         label = f"OpenVINO {precision}"
         columns[label] = split(node_ms, folded)
         logits = torch.from_numpy(compiled(x.numpy())[0])
-        columns[label]["argmax (torch, after the engine)"] = time_argmax(logits, args.runs)
+        columns[label]["argmax (torch.argmax(logits, 1), after the engine)"] = time_argmax(logits, args.runs)
         walls[label] = statistics.median(wall)
     print(markdown_split(columns, walls))
 
