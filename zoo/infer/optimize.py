@@ -47,6 +47,7 @@ from zoo.infer.onnx import OnnxRuntimeRunner, max_abs_difference
 from zoo.infer.openvino import OpenVinoRunner
 from zoo.infer.precision import check_precision
 from zoo.infer.quantize import Calibration, QuantizedRunner, calibration_batches
+from zoo.infer.torchao_int8 import TorchaoRunner
 
 Backend = Literal["auto", "onnxruntime", "openvino", "torchao", "compile", "eager"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
@@ -181,8 +182,6 @@ def _build_runner(
         cal = list(calibration) if precision == "int8" else None
         return OpenVinoRunner(model, example_input, precision=precision, calibration=cal, num_threads=num_threads)
     if name == "torchao":
-        from zoo.infer.torchao_int8 import TorchaoRunner  # imports torch._inductor: only when asked for
-
         return TorchaoRunner(model, example_input, list(calibration))
     cpu_bf16 = name == "compile" and device.type == "cpu" and precision == "bf16"
     use_cl = name == "eager+channels_last" or (
@@ -193,7 +192,7 @@ def _build_runner(
         module = torch.compile(module, mode=compile_mode)
     runner = _TorchRunner(module, device, precision, use_cl)
     if cpu_bf16:  # oneDNN's bf16 kernels want the weights as constants: compile now, with freezing
-        from torch._inductor import config as inductor_config
+        from torch._inductor import config as inductor_config  # Inductor's switch, loaded only when compiling
 
         with inductor_config.patch(freezing=True):
             runner(example_input)
