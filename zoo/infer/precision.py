@@ -115,7 +115,7 @@ def check_precision(
     Args:
         precision: one of ``choices``.
         device: where it runs ("cpu", "cuda", a ``torch.device``).
-        backend: the fast path's back-end ("auto", "onnxruntime", "openvino", "compile", "eager").
+        backend: the fast path's back-end ("auto", "onnxruntime", "openvino", "torchao", "compile", "eager").
         calibration: int8: a folder of images (checked to exist; its images are read when calibrating) or an
             iterable of batches.
         needs_calibration: int8 without ``calibration`` is an error (the benchmark calibrates on random images).
