@@ -22,7 +22,7 @@ LAYERS = {
 # Imported inside functions only: heavy optional dependencies, and a command's module when it runs.
 LAZY = {"onnx", "onnxruntime", "tensorflow", "matplotlib", "segmentation_models_pytorch", "timm", "torchvision",
         "scipy", "importlib", "zoo.cli.train", "torch.utils.benchmark", "tflite", "ai_edge_litert",
-        "uvicorn", "openvino", "nncf"}  # fmt: skip
+        "uvicorn", "openvino", "nncf", "torchao", "torch._inductor"}  # fmt: skip
 CLI_LAZY = {"torch", "rich.console", "rich.progress", "rich.table", "numpy", "pytorch_lightning.utilities.exceptions"}
 
 

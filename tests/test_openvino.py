@@ -41,7 +41,7 @@ def test_candidates_follow_precision_installed_packages_and_zoo_engines(monkeypa
     assert engines.candidates("fp32", openvino=True) == ["onnxruntime", "openvino", "eager"]
     assert engines.candidates("fp32", openvino=False) == ["onnxruntime", "eager"]
     assert engines.candidates("int8", openvino=True) == ["onnxruntime", "openvino"]
-    assert engines.candidates("bf16", openvino=False) == ["eager"]
+    assert engines.candidates("bf16", openvino=False) == ["eager", "compile"]
     assert engines.candidates("fp32", "cuda", openvino=True) == ["compile", "eager"]
     monkeypatch.setenv("ZOO_ENGINES", "openvino, eager")
     assert engines.candidates("fp32", openvino=True) == ["openvino", "eager"]

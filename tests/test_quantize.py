@@ -131,7 +131,8 @@ def test_int8_needs_calibration_data(trained: SegmentationModel, tmp_path: Path)
         optimize_for_inference(trained, x, precision="int8", calibration=[torch.randn(1, 3, 8, 8) * 3])
     with pytest.raises(
         ValueError,
-        match="^backend: precision 'int8' runs on one of \\['auto', 'onnxruntime', 'openvino'\\], not 'eager'",
+        match="^backend: precision 'int8' runs on one of \\['auto', 'onnxruntime', 'openvino', 'torchao'\\], "
+        "not 'eager'",
     ):
         optimize_for_inference(trained, x, backend="eager", precision="int8", calibration=[x])
 

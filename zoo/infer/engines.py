@@ -26,19 +26,47 @@ from torch import nn
 
 from zoo.errors import ZooWarning
 from zoo.fileio import atomic_write
-from zoo.infer.precision import cpu_flags, has_openvino
+from zoo.infer.precision import cpu_flags, has_openvino, has_torchao
 
 CACHE_FORMAT = 1
 CACHE_FILE = "engines.json"
 ENGINES_ENV = "ZOO_ENGINES"
+TORCHAO_FLAGS = frozenset({"amx_int8"})  # where torchao int8 is an auto candidate
 
 
-def candidates(precision: str, device_type: str = "cpu", openvino: bool | None = None) -> list[str]:
-    """The engines ``backend="auto"`` times for ``precision`` on ``device_type``: OpenVINO where installed, and
-    only those named in ``$ZOO_ENGINES`` where it is set (comma-separated, e.g. ``onnxruntime,eager``)."""
+def candidates(
+    precision: str,
+    device_type: str = "cpu",
+    openvino: bool | None = None,
+    torchao: bool | None = None,
+    flags: frozenset[str] | None = None,
+) -> list[str]:
+    """The engines ``backend="auto"`` times for ``precision`` on ``device_type``, and only those named in
+    ``$ZOO_ENGINES`` where it is set (comma-separated, e.g. ``onnxruntime,eager``).
+
+    On the CPU: OpenVINO where installed; for bf16 also ``torch.compile`` (autocast, channels-last, freezing; bf16
+    itself is refused on a CPU without native bf16 instructions); for int8 torchao's PT2E graph where torchao is
+    installed and the CPU has AMX int8 (oneDNN's AMX int8 kernels are what it compiles to; on AVX-512 VNNI without
+    AMX it measured 7% behind OpenVINO's int8 and took minutes to compile, BENCHMARKS.md), and always by
+    ``backend="torchao"``.
+
+    Args:
+        precision: "fp32", "bf16", "fp16" or "int8".
+        device_type: "cpu" or "cuda".
+        openvino: whether OpenVINO is installed (default: look).
+        torchao: whether torchao is installed (default: look).
+        flags: the CPU's instruction-set flags (default: :func:`zoo.infer.precision.cpu_flags`).
+    """
     openvino = has_openvino(nncf=precision == "int8") if openvino is None else openvino
+    torchao = has_torchao() if torchao is None else torchao
+    flags = cpu_flags() if flags is None else flags
     ov = ["openvino"] if openvino else []
-    names = {"fp32": ["onnxruntime", *ov, "eager"], "int8": ["onnxruntime", *ov], "bf16": ["eager", *ov]}
+    tao = ["torchao"] if torchao and TORCHAO_FLAGS & flags else []
+    names = {
+        "fp32": ["onnxruntime", *ov, "eager"],
+        "int8": ["onnxruntime", *ov, *tao],
+        "bf16": ["eager", "compile", *ov],
+    }
     names = names.get(precision, ["eager"]) if device_type == "cpu" else ["compile", "eager"]
     allowed = os.environ.get(ENGINES_ENV, "").replace(" ", "")
     if allowed:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
@@ -185,4 +186,110 @@ def count_batchnorms(model: nn.Module) -> int:
     return sum(_is_foldable_bn(m) for m in model.modules())
 
 
-__all__ = ["count_batchnorms", "find_conv_bn_pairs", "fold_batchnorm", "fold_conv_bn"]
+# ----------------------------------------------------------------------------------------------------------------------
+# The input normalisation
+
+
+def _folded_first_conv(conv: nn.Conv2d, mean: float, std: torch.Tensor) -> nn.Conv2d:
+    """``conv`` with the input normalisation ``(x - mean) / std`` folded in and no padding of its own: the weights
+    divided by ``std`` per input channel, the bias less ``sum(W * mean / std)`` (its input arrives padded with the
+    mean colour, which is what zero padding after normalisation is)."""
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation, bias=True)
+    with torch.no_grad():
+        weight = conv.weight.detach() / std.view(1, -1, 1, 1)
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
+        folded.weight.copy_(weight)
+        folded.bias.copy_(bias - (weight * mean).sum((1, 2, 3)))
+    return folded
+
+
+class InputFoldedModel(nn.Module):
+    """A :class:`~zoo.models.SegmentationModel` whose input normalisation is folded into its first convolution.
+
+    The model normalises, zero-pads to a multiple of its size divisor, and its first convolution zero-pads again;
+    zero after normalisation is the mean colour before it. Here one pad with the mean colour does both (the
+    convolution's own padding at every side, the divisor's at the bottom and right), then the folded convolution
+    runs without padding: the logits equal the model's up to float rounding, border pixels included. Built by
+    :func:`fold_input_normalisation`, which refuses where this is not exact.
+    """
+
+    def __init__(self, model: nn.Module, first_conv: str, padding: tuple[int, int]) -> None:
+        super().__init__()
+        self.model = model
+        self.first_conv = first_conv
+        self.padding = padding
+        self.value = float(model.mean[0])
+        self.divisor = 1 if model.semantics == "deeplab-tf" else int(model.encoder.size_divisor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % self.divisor, -width % self.divisor
+        ph, pw = self.padding
+        padded = F.pad(x, (pw, pw + pad_w, ph, ph + pad_h), value=self.value)
+        logits = self.model.decoder(self.model.encoder(padded))
+        size = (height + pad_h, width + pad_w)
+        if logits.shape[-2:] != size:
+            align = self.model.semantics == "deeplab-tf"
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=align)
+        return logits if (pad_h, pad_w) == (0, 0) else logits[..., :height, :width]
+
+
+def _first_conv(model: nn.Module, example_input: torch.Tensor) -> tuple[str | None, bool]:
+    """The name of the first convolution the encoder runs, and whether its input is the encoder's input itself."""
+    seen: dict[str, Any] = {}
+    convs = {module: name for name, module in model.encoder.named_modules() if isinstance(module, nn.Conv2d)}
+
+    def encoder_input(module, inputs):
+        seen.setdefault("input", inputs[0])
+
+    def conv_input(module, inputs):
+        if "conv" not in seen:
+            seen["conv"], seen["conv_input"] = convs[module], inputs[0]
+
+    handles = [model.encoder.register_forward_pre_hook(encoder_input)]
+    handles += [module.register_forward_pre_hook(conv_input) for module in convs]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen.get("conv"), seen.get("conv_input") is seen.get("input")
+
+
+def fold_input_normalisation(model: nn.Module, example_input: torch.Tensor) -> InputFoldedModel:
+    """``model`` (a copy, eval mode) with its input normalisation folded into its first convolution, where exact.
+
+    Args:
+        model: a :class:`~zoo.models.SegmentationModel`.
+        example_input: an input ``model`` accepts (one forward pass finds the first convolution).
+
+    Raises:
+        ValueError: the fold would not be exact: the mean differs between channels (one pad value cannot stand for
+            the mean colour), the first convolution is grouped, pads other than with zeros, or reads something other
+            than the normalised input (a TF ``SAME`` pad before it).
+    """
+    for attribute in ("mean", "std", "encoder", "decoder", "semantics"):
+        if not hasattr(model, attribute):
+            raise ValueError(f"model must be a SegmentationModel (no {attribute!r})")
+    if len(set(model.mean)) != 1:
+        raise ValueError(f"the mean differs between channels ({model.mean}): one pad value cannot be the mean colour")
+    target = copy.deepcopy(model).eval()
+    name, direct = _first_conv(target, example_input)
+    if name is None or not direct:
+        raise ValueError("the first convolution does not read the normalised input itself: not folded")
+    conv = target.encoder.get_submodule(name)
+    if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise ValueError(f"the first convolution {name} is grouped or pads other than with zeros: not folded")
+    _set_submodule(target.encoder, name, _folded_first_conv(conv, float(model.mean[0]), torch.tensor(model.std)))
+    return InputFoldedModel(target, name, tuple(conv.padding)).eval()
+
+
+__all__ = [
+    "InputFoldedModel",
+    "count_batchnorms",
+    "find_conv_bn_pairs",
+    "fold_batchnorm",
+    "fold_conv_bn",
+    "fold_input_normalisation",
+]

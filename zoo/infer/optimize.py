@@ -9,7 +9,10 @@ fastest:
 - ``"onnxruntime"``: the folded model exported with ``torch.onnx`` and run by ONNX Runtime with all its
   graph optimisations (CPU only; a fixed-shape graph for each of the first input shapes, then one graph
   with dynamic sizes for all others, see :class:`OnnxRuntimeRunner`);
-- ``"compile"``: ``torch.compile`` of the folded model;
+- ``"compile"``: ``torch.compile`` of the folded model (bf16 on the CPU: under autocast, channels-last, with
+  Inductor's freezing);
+- ``"torchao"``: int8 through torchao's PT2E flow with the x86 Inductor quantizer, compiled with freezing (CPU; the
+  optional ``torchao`` extra, see :mod:`zoo.infer.torchao_int8`);
 - ``"openvino"``: the folded model run by OpenVINO (CPU; fp32, bf16, int8 through NNCF; the optional ``openvino``
   extra, see :mod:`zoo.infer.openvino`);
 - ``"eager"``: the folded model itself, in channels-last memory format where that is faster.
@@ -19,7 +22,7 @@ against eager on CUDA (on this project's 2-core CPU ``torch.compile`` gave no ga
 and remembers the choice (:mod:`zoo.infer.engines`): the next build for the same CPU, weights, input shape,
 precision and threads builds only the remembered engine.
 
-``precision="int8"`` (CPU, ONNX Runtime or OpenVINO) quantizes every graph the back-end builds, with
+``precision="int8"`` (CPU: ONNX Runtime, OpenVINO or torchao) quantizes every graph the back-end builds, with
 activation ranges calibrated once on the ``calibration`` images (see :mod:`zoo.infer.quantize`); its accuracy
 is measured by :func:`zoo.infer.quantize.quantization_report`, not by the build-time check. ``precision="bf16"``
 runs the torch back-ends under ``torch.autocast`` and, on the CPU, needs a CPU with native bf16 instructions.
@@ -44,9 +47,11 @@ from zoo.infer.onnx import OnnxRuntimeRunner, max_abs_difference
 from zoo.infer.openvino import OpenVinoRunner
 from zoo.infer.precision import check_precision
 from zoo.infer.quantize import Calibration, QuantizedRunner, calibration_batches
+from zoo.infer.torchao_int8 import TorchaoRunner
 
-Backend = Literal["auto", "onnxruntime", "openvino", "compile", "eager"]
+Backend = Literal["auto", "onnxruntime", "openvino", "torchao", "compile", "eager"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
+AGREEMENT_IMAGES = 8  # int8 "auto": the calibration images each engine's classes are compared on
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # torch.autocast dtypes
 
 
@@ -176,11 +181,22 @@ def _build_runner(
     if name == "openvino":
         cal = list(calibration) if precision == "int8" else None
         return OpenVinoRunner(model, example_input, precision=precision, calibration=cal, num_threads=num_threads)
-    use_cl = name == "eager+channels_last" or (name == "compile" and bool(channels_last or device.type == "cuda"))
+    if name == "torchao":
+        return TorchaoRunner(model, example_input, list(calibration))
+    cpu_bf16 = name == "compile" and device.type == "cpu" and precision == "bf16"
+    use_cl = name == "eager+channels_last" or (
+        name == "compile" and bool(channels_last or device.type == "cuda" or (cpu_bf16 and channels_last is None))
+    )
     module = model.to(memory_format=torch.channels_last) if use_cl else model
     if name == "compile":
         module = torch.compile(module, mode=compile_mode)
-    return _TorchRunner(module, device, precision, use_cl)
+    runner = _TorchRunner(module, device, precision, use_cl)
+    if cpu_bf16:  # oneDNN's bf16 kernels want the weights as constants: compile now, with freezing
+        from torch._inductor import config as inductor_config  # Inductor's switch, loaded only when compiling
+
+        with inductor_config.patch(freezing=True):
+            runner(example_input)
+    return runner
 
 
 def optimize_for_inference(
@@ -208,17 +224,18 @@ def optimize_for_inference(
         example_input: a typical input, on the device to run on; used to find conv-BN pairs, to check
             each back-end's outputs and to time them.
         backend: "auto" (measure the candidates for the device and keep the fastest; remembered, see
-            ``cache_choice``), "onnxruntime" (CPU, fp32/int8), "openvino" (CPU, fp32/bf16/int8), "compile"
-            (``torch.compile``) or "eager" (the folded model itself).
+            ``cache_choice``), "onnxruntime" (CPU, fp32/int8), "openvino" (CPU, fp32/bf16/int8), "torchao" (CPU,
+            int8), "compile" (``torch.compile``) or "eager" (the folded model itself).
         precision: "fp32"; "bf16"/"fp16" through ``torch.autocast`` (torch back-ends; bf16 on the CPU needs
             native bf16 instructions); "int8": static post-training quantization (CPU, ONNX Runtime, QDQ,
-            per-channel weights; or OpenVINO through NNCF), calibrated on ``calibration``.
+            per-channel weights; or OpenVINO through NNCF; or torchao's PT2E flow), calibrated on ``calibration``.
         calibration: int8 only: a folder of images, or an iterable of ``N×3×H×W`` batches of RGB in 0..1 (what
             the model takes; it normalises its input itself). A few dozen images like the data.
         reduce_range: int8 only: 7-bit weights (ONNX Runtime's ``reduce_range``); None: on a CPU without VNNI,
             where 8-bit weights may saturate AVX2's 16-bit sums.
         fold_bn: fold BatchNorms into the convolutions that feed them.
-        channels_last: None: try channels-last for eager on CUDA only; True/False: always/never.
+        channels_last: None: try channels-last for eager on CUDA only (and compile on CUDA, and bf16 compile on the
+            CPU); True/False: always/never.
         compile_mode: ``mode`` for ``torch.compile`` (e.g. "max-autotune").
         num_threads: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``).
         tolerance: largest allowed max abs difference from the model on ``example_input``; default
@@ -227,7 +244,8 @@ def optimize_for_inference(
         warmup: untimed runs per candidate before timing ("auto" only).
         trials: timed runs per candidate ("auto" only).
         min_agreement: int8 under "auto" with several engines: the least share of pixels whose class agrees with
-            the model's on ``example_input`` for an engine to be kept.
+            the model's, over the first ``AGREEMENT_IMAGES`` calibration images (real images like the data, not the
+            example input, which may be random), for an engine to be kept.
         cache_choice: "auto": remember the choice per CPU, weights, input shape, precision and threads
             (:class:`zoo.infer.engines.EngineCache`), and build only the remembered engine next time.
 
@@ -259,6 +277,8 @@ def optimize_for_inference(
     names = _candidates(backend, device, channels_last, precision)
     agreement = min_agreement if precision == "int8" and len(names) > 1 else None
     built = _Built(prepared, example_input, reference, limit, agreement, strict=backend != "auto" or len(names) == 1)
+    if agreement is not None:
+        built.judge_on(original, calibration[:AGREEMENT_IMAGES])
     options = (precision, channels_last, compile_mode, num_threads, calibration, reduce_range)
     cache = key = remembered = None
     if cache_choice and backend == "auto" and len(names) > 1:
@@ -299,6 +319,21 @@ class _Built:
         self.timings: dict[str, float] = {}
         self.diffs: dict[str, float] = {}
         self.errors: dict[str, str] = {}
+        self.judged: list[tuple[torch.Tensor, Any]] = [(example, reference)]
+
+    def judge_on(self, model: nn.Module, images: list[torch.Tensor]) -> None:
+        """Judge the pixel agreement on ``images`` (with ``model``'s outputs) instead of the example input."""
+        with torch.inference_mode():
+            self.judged = [(x, model(x)) for x in images] or self.judged
+
+    def agreement_of(self, runner: Callable) -> float:
+        """The share of pixels whose class ``runner`` and the model agree on, over the judged images."""
+        agree = total = 0.0
+        for x, expected in self.judged:
+            pixels = pytree.tree_leaves(expected)[0][:, 0].numel()
+            agree += pixel_agreement(expected, runner(x)) * pixels
+            total += pixels
+        return agree / total
 
     def build(self, names: list[str], options: tuple, time: bool, warmup: int = 1, trials: int = 3) -> None:
         for name in names:
@@ -316,7 +351,7 @@ class _Built:
                 message = (
                     f"backend {name!r} differs from the model by {self.diffs[name]:.3g} > tolerance {self.limit:.3g}"
                 )
-            elif self.agreement is not None and (share := pixel_agreement(self.reference, output)) < self.agreement:
+            elif self.agreement is not None and (share := self.agreement_of(runner)) < self.agreement:
                 message = f"backend {name!r} agrees with the model on {share:.1%} of pixels < {self.agreement:.0%}"
             if message:
                 if self.strict:

@@ -4,8 +4,9 @@ benchmark share, and the CPU's instruction sets.
 The rules: "fp32" runs everywhere. Any other precision runs on the fast path (:func:`zoo.optimize_for_inference`),
 so asking for it implies the fast path. "bf16" and "fp16" run under ``torch.autocast``; on the CPU "bf16" needs
 native bf16 instructions. "int8" is static post-training quantization: CPU only, on the "auto", "onnxruntime" or
-"openvino" back-end, calibrated on images like the data (a folder of them, or batches). "openvino" (the optional
-``openvino`` extra) runs fp32, bf16 and int8 on the CPU. This module imports no torch, so the
+"openvino" back-end, calibrated on images like the data (a folder of them, or batches), or on "torchao" (torchao's
+PT2E flow with the x86 Inductor quantizer, the optional ``torchao`` extra). "openvino" (the optional ``openvino``
+extra) runs fp32, bf16 and int8 on the CPU. This module imports no torch, so the
 command line can offer its names instantly.
 """
 
@@ -19,8 +20,8 @@ from typing import Any
 from zoo.errors import ArgumentError
 
 PRECISION_NAMES = ("fp32", "bf16", "fp16", "int8")
-BACKENDS = ("auto", "onnxruntime", "openvino", "compile", "eager")
-INT8_BACKENDS = ("auto", "onnxruntime", "openvino")
+BACKENDS = ("auto", "onnxruntime", "openvino", "torchao", "compile", "eager")
+INT8_BACKENDS = ("auto", "onnxruntime", "openvino", "torchao")
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 INT8_FLAGS = VNNI_FLAGS | {"avx2", "asimddp"}  # x86: AVX2 at least; Arm: the dot-product extension
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 AVX-512 BF16 / AMX, Arm BF16
@@ -80,6 +81,17 @@ def require_openvino(nncf: bool = False, flags: frozenset[str] | None = None) ->
         raise ArgumentError("backend", "'openvino' needs a CPU with SSE4.2; this CPU has none: use 'onnxruntime'")
 
 
+def has_torchao() -> bool:
+    """Whether ``torchao`` can be imported, without importing it."""
+    return importlib.util.find_spec("torchao") is not None
+
+
+def require_torchao() -> None:
+    """Raise an :class:`~zoo.errors.ArgumentError` naming ``backend`` where torchao is not installed."""
+    if not has_torchao():
+        raise ArgumentError("backend", "'torchao' needs torchao: pip install 'zoo[torchao]'")
+
+
 def device_type(device: Any) -> str:
     """ "cpu" or "cuda" for a device name or ``torch.device`` ("gpu" is refused with the valid names)."""
     name = str(device)
@@ -103,7 +115,7 @@ def check_precision(
     Args:
         precision: one of ``choices``.
         device: where it runs ("cpu", "cuda", a ``torch.device``).
-        backend: the fast path's back-end ("auto", "onnxruntime", "openvino", "compile", "eager").
+        backend: the fast path's back-end ("auto", "onnxruntime", "openvino", "torchao", "compile", "eager").
         calibration: int8: a folder of images (checked to exist; its images are read when calibrating) or an
             iterable of batches.
         needs_calibration: int8 without ``calibration`` is an error (the benchmark calibrates on random images).
@@ -125,9 +137,13 @@ def check_precision(
                 "backend", f"'openvino' runs fp32, bf16 or int8 on the CPU only, not {precision} on {kind}"
             )
         require_openvino(nncf=precision == "int8")
+    if backend == "torchao":
+        if kind != "cpu" or precision != "int8":
+            raise ArgumentError("backend", f"'torchao' runs int8 on the CPU only, not {precision} on {kind}")
+        require_torchao()
     if precision == "int8":
         if kind != "cpu":
-            raise ArgumentError("device", "precision 'int8' runs on the CPU only (ONNX Runtime or OpenVINO)")
+            raise ArgumentError("device", "precision 'int8' runs on the CPU only (ONNX Runtime, OpenVINO or torchao)")
         if backend not in INT8_BACKENDS:
             raise ArgumentError("backend", f"precision 'int8' runs on one of {list(INT8_BACKENDS)}, not {backend!r}")
         if calibration is None and needs_calibration:

@@ -235,7 +235,7 @@ class Predictor:
         return masks  # type: ignore[return-value]
 
     def _argmax(self, logits: torch.Tensor) -> np.ndarray:
-        return logits.argmax(1).cpu().numpy().astype(np.uint8 if self.num_classes <= 256 else np.int32)
+        return class_map(logits).astype(np.uint8 if self.num_classes <= 256 else np.int32, copy=False)
 
     def _tiled(self, height: int, width: int) -> bool:
         no_layout = self.slide is None and self.pad_to is None
@@ -249,6 +249,15 @@ class Predictor:
             logits = self.logits([image[y0:y1, x0:x1]])
             mask[top:bottom, left:right] = self._argmax(logits[..., top - y0 : bottom - y0, left - x0 : right - x0])[0]
         return mask
+
+
+def class_map(logits: torch.Tensor) -> np.ndarray:
+    """The class of each pixel (argmax over dim 1; the first of equal maxima, as torch's). On the CPU numpy's argmax,
+    which reduces over the strided class axis 5x faster than ``torch.argmax(logits, 1)`` (21×512×512 logits at one
+    thread, Ice Lake Xeon: 19 ms against 100 ms, BENCHMARKS.md "Where the time goes")."""
+    if logits.device.type == "cpu":
+        return np.argmax(logits.detach().float().numpy(), axis=1)
+    return logits.argmax(1).cpu().numpy()
 
 
 def tiles(height: int, width: int, tile: int, margin: int) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -343,4 +352,4 @@ def check_expected(
         raise ArgumentError("encoder", f"{source} was built on encoder {built_on!r}, expected {encoder!r}")
 
 
-__all__ = ["LazyOptimized", "Predictor", "check_expected", "deeplab_eval_crop", "tiles"]
+__all__ = ["LazyOptimized", "Predictor", "check_expected", "class_map", "deeplab_eval_crop", "tiles"]
