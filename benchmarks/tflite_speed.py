@@ -11,10 +11,11 @@ Two models (tests/data/real_models), each at its own fixed input size, batch 1:
 
 LiteRT runs with its default delegate (XNNPACK) and, for comparison, without it (TFLite's builtin kernels).
 Every row gets the same photograph at the model's size and the same thread count; rows are timed in alternating
-rounds (one untimed run, then ``--repeats`` timed runs, per row and round); medians over all timed runs. A zoo row
-returns the 21 logits at full size; its "mask" twin adds ``argmax(1)``, the class map the uint8 file's own graph
-ends with (LiteRT's float32 file returns logits). The zoo's input is the photo as RGB in 0..1 (the model
-normalises it itself); LiteRT's is the uint8 photo (float file: scaled to [-1, 1]).
+rounds (one untimed run, then ``--repeats`` timed runs, per row and round); medians over all timed runs, ratios
+to LiteRT XNNPACK as the median of the per-round ratios. A zoo row returns the 21 logits at full size; its "mask"
+twin adds ``argmax(1)``, the class map the uint8 file's own graph ends with (LiteRT's float32 file returns
+logits). The zoo's input is the photo as RGB in 0..1 (the model normalises it itself); LiteRT's is the uint8
+photo (float file: scaled to [-1, 1]).
 
 Accuracy, per row, on the calibration photographs at the model's size: the share of pixels whose class equals the
 zoo fp32 model's (eager PyTorch), and, where ``--masks`` (default: ``SegmentationClass`` beside the photographs)
@@ -166,18 +167,20 @@ def rows_for(size: int, threads: int, images: list[np.ndarray], truth) -> tuple[
 
 
 def table(times: dict[str, list[list[float]]], accuracy: dict, reference: str) -> str:
+    """One line per row; the speed ratio is the median over rounds of LiteRT XNNPACK's round median over the
+    row's (rows alternate within a round, so a burst of load on a shared machine hits both sides of a ratio)."""
     lines = [
         "| row | median ms | min ms | LiteRT XNNPACK time / row's time | pixels as zoo fp32 | mIoU (VOC sample) |",
         "|---|---|---|---|---|---|",
     ]
-    ref = statistics.median([t for r in times[reference] for t in r])
     for name, rounds in times.items():
         flat = [t for r in rounds for t in r]
+        pairs = zip(times[reference], rounds, strict=True)
+        ratio = statistics.median(statistics.median(a) / statistics.median(b) for a, b in pairs)
         agree, score = accuracy.get(name, accuracy.get(name.replace(", logits", ", mask"), (None, None)))
         cells = [f"{agree:.2%}" if agree is not None else "", f"{score:.4f}" if score is not None else ""]
         lines.append(
-            f"| {name} | {statistics.median(flat):.1f} | {min(flat):.1f} | {ref / statistics.median(flat):.2f}x | "
-            f"{cells[0]} | {cells[1]} |"
+            f"| {name} | {statistics.median(flat):.1f} | {min(flat):.1f} | {ratio:.2f}x | {cells[0]} | {cells[1]} |"
         )
     return "\n".join(lines)
 
@@ -201,7 +204,7 @@ def main() -> None:
             times = alternate(rows, args.rounds, args.repeats)
             reference = next(name for name in rows if "XNNPACK" in name)
             print(f"\n{FILES[size]}, {size}x{size}:\n" + "\n".join(reports))
-            print(f"\nzoo fp32 eager (PyTorch): mIoU {accuracy['zoo fp32 eager (PyTorch), mask'][1]}")
+            print(f"\nzoo fp32 eager (PyTorch): mIoU {accuracy['zoo fp32 eager (PyTorch), mask'][1]:.4f}")
             print(f"\n{table(times, accuracy, reference)}", flush=True)
 
 
