@@ -15,7 +15,9 @@ rounds (one untimed run, then ``--repeats`` timed runs, per row and round); medi
 to LiteRT XNNPACK as the median of the per-round ratios. A zoo row returns the 21 logits at full size; its "mask"
 twin adds ``argmax(1)``, the class map the uint8 file's own graph ends with (LiteRT's float32 file returns
 logits). The zoo's input is the photo as RGB in 0..1 (the model normalises it itself); LiteRT's is the uint8
-photo (float file: scaled to [-1, 1]).
+photo (float file: scaled to [-1, 1]). Two more rows run OpenVINO fp32 and int8 with the argmax inside the
+engine (:class:`zoo.infer.openvino.OpenVinoRunner` with ``argmax=True``, on the folded model; not reachable from
+``optimize_for_inference``).
 
 Accuracy, per row, on the calibration photographs at the model's size: the share of pixels whose class equals the
 zoo fp32 model's (eager PyTorch), and, where ``--masks`` (default: ``SegmentationClass`` beside the photographs)
@@ -108,6 +110,21 @@ def zoo_engines(model, batches: list[torch.Tensor], threads: int) -> dict[str, o
     return fast
 
 
+def engine_masks(fast: dict[str, object], batches: list[torch.Tensor], threads: int) -> dict[str, object]:
+    """OpenVINO fp32 and int8 with the argmax inside the engine (``OpenVinoRunner(argmax=True)``), from the folded
+    model ``optimize_for_inference`` built (``optimize_for_inference`` does not offer it)."""
+    from zoo.infer.openvino import OpenVinoRunner
+
+    runners = {}
+    for precision in ("fp32", "int8"):
+        folded = fast[f"zoo {precision} openvino"].folded_model
+        cal = batches if precision == "int8" else None
+        runners[f"zoo {precision} openvino, argmax in the engine"] = OpenVinoRunner(
+            folded, batches[0], precision=precision, calibration=cal, num_threads=threads, argmax=True
+        )
+    return runners
+
+
 def masks_of(run: Callable[[np.ndarray], np.ndarray], images: list[np.ndarray]) -> list[np.ndarray]:
     return [np.asarray(run(image)) for image in images]
 
@@ -142,6 +159,9 @@ def rows_for(size: int, threads: int, images: list[np.ndarray], truth) -> tuple[
         rows[f"{name}, logits"] = lambda b=built: b(x)
         rows[f"{name}, mask"] = lambda b=built: b(x).argmax(1)
         runs[f"{name}, mask"] = lambda image, b=built: b(to_tensor(image)).argmax(1)[0]
+    for name, runner in engine_masks(fast, batches, threads).items():
+        rows[name] = lambda r=runner: r(x)
+        runs[name] = lambda image, r=runner: r(to_tensor(image))[0]
     for name, rt in litert.items():
         label = f"LiteRT {kind} file, {name}, {'mask' if size == 513 else 'logits'}"
         rows[label] = rt.set(images[0]).run
