@@ -9,6 +9,7 @@ from pathlib import Path
 import helpers
 import pytest
 import torch
+from torch import nn
 
 from zoo.checkpoint import save_model
 from zoo.cli import main
@@ -141,6 +142,65 @@ def test_openvino_fp32_matches_the_model_at_any_size(model) -> None:
         with torch.no_grad():
             expected = model(x)
         assert (optimized(x) - expected).abs().max().item() <= 1e-3
+
+
+def tf_same_net() -> nn.Module:
+    """A strided conv after TF's SAME padding: the pads depend on the input's size (odd or even)."""
+    from zoo.encoders.mobilenet import TFSamePad
+
+    torch.manual_seed(0)
+    return nn.Sequential(TFSamePad(3, 2), nn.Conv2d(3, 4, 3, stride=2), nn.ReLU6()).eval()
+
+
+@openvino_only
+def test_openvino_runner_fixes_the_first_shapes_then_runs_dynamic_and_returns_channels_last() -> None:
+    """A model compiled for one shape must serve only that shape."""
+    from zoo.infer.openvino import OpenVinoRunner
+
+    net = tf_same_net()
+    runner = OpenVinoRunner(net, torch.rand(1, 3, 33, 33), num_threads=1, max_shapes=2)
+    for shape in [(1, 3, 33, 33), (1, 3, 32, 32), (1, 3, 25, 38), (1, 3, 33, 33)]:
+        x = torch.rand(shape)
+        with torch.no_grad():
+            expected = net(x)
+        out = runner(x)
+        assert out.shape == expected.shape and out.is_contiguous(memory_format=torch.channels_last)
+        assert (out - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
+    assert list(runner.compiled) == [(1, 3, 32, 32), (1, 3, 33, 33)] and runner.dynamic is not None
+
+
+@openvino_only
+def test_openvino_runner_argmax_returns_the_class_map_inside_the_engine() -> None:
+    from zoo.errors import ArgumentError
+    from zoo.infer.openvino import OpenVinoRunner
+
+    net = tf_same_net()
+    runner = OpenVinoRunner(net, torch.rand(1, 3, 33, 33), num_threads=1, argmax=True)
+    for seed, shape in enumerate([(1, 3, 33, 33), (2, 3, 40, 24)]):
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            expected = net(x).argmax(1)
+        mask = runner(x)
+        assert mask.dtype == torch.int64 and torch.equal(mask, expected)
+
+    class Named(nn.Module):
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"out": net(x)}
+
+    with pytest.raises(ArgumentError, match=r"^argmax: needs a model with one N×C×H×W output \(its logits\)$"):
+        OpenVinoRunner(Named(), torch.rand(1, 3, 33, 33), argmax=True)
+
+
+@openvino_only
+def test_openvino_int8_uses_nncf_full_bias_correction(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nncf
+
+    from zoo.infer.openvino import quantize
+
+    seen = {}
+    monkeypatch.setattr(nncf, "quantize", lambda model, dataset, **kwargs: seen.update(kwargs) or model)
+    assert quantize("the model", [torch.rand(1, 3, 8, 8), torch.rand(2, 3, 8, 8)]) == "the model"
+    assert seen == {"subset_size": 2, "fast_bias_correction": False}
 
 
 @openvino_only
