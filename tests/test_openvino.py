@@ -170,6 +170,27 @@ def test_openvino_runner_fixes_the_first_shapes_then_runs_dynamic_and_returns_ch
 
 
 @openvino_only
+def test_every_compile_and_read_goes_through_the_processs_one_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runner compiles one model per input shape; all of them come from one ``openvino.Core``."""
+    import openvino
+
+    from zoo.infer import openvino as zoo_openvino
+
+    made = []
+    real = openvino.Core
+    monkeypatch.setattr(openvino, "Core", lambda: made.append(real()) or made[-1])
+    zoo_openvino.core.cache_clear()
+    try:
+        runner = zoo_openvino.OpenVinoRunner(tf_same_net(), torch.rand(1, 3, 33, 33), num_threads=1, max_shapes=2)
+        for shape in [(1, 3, 32, 32), (1, 3, 25, 38)]:
+            runner(torch.rand(shape))
+        assert len(runner.compiled) == 2 and runner.dynamic is not None
+        assert len(made) == 1 and zoo_openvino.core() is made[0]
+    finally:
+        zoo_openvino.core.cache_clear()
+
+
+@openvino_only
 def test_openvino_runner_argmax_returns_the_class_map_inside_the_engine() -> None:
     from zoo.errors import ArgumentError
     from zoo.infer.openvino import OpenVinoRunner

@@ -17,6 +17,7 @@ with torch 2.14.1 ("sources must not be empty for symbol" while creating guards)
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from collections import OrderedDict
@@ -45,6 +46,14 @@ def _ov() -> Any:
     import openvino
 
     return openvino
+
+
+@functools.cache
+def core() -> Any:
+    """The process's one ``openvino.Core``, shared by every compile and read (OpenVINO's own advice: one Core per
+    application). A Core per compiled model lets a process that compiles several models (one per input shape)
+    die later at an unrelated point, with no Python error."""
+    return _ov().Core()
 
 
 def convert(model: nn.Module) -> Any:
@@ -77,7 +86,7 @@ def compile_model(ov_model: Any, precision: str = "fp32", num_threads: int | Non
         "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
         "INFERENCE_NUM_THREADS": int(num_threads or torch.get_num_threads()),
     }
-    return _ov().Core().compile_model(ov_model, "CPU", config)
+    return core().compile_model(ov_model, "CPU", config)
 
 
 def channels_last_outputs(ov_model: Any) -> list[bool]:
@@ -255,7 +264,7 @@ def export_openvino(
             atomic_write(bin_path, lambda f: f.write(staged.with_suffix(".bin").read_bytes()))
             atomic_write(path, lambda f: f.write(staged.read_bytes()))
         if check:
-            compiled = compile_model(ov.Core().read_model(str(path)), "fp32", None)
+            compiled = compile_model(core().read_model(str(path)), "fp32", None)
             for size in ((65, 91), (96, 64)):
                 x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1))
                 with torch.no_grad():
@@ -273,7 +282,7 @@ def read_meta(path: str | Path) -> dict[str, Any] | None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such OpenVINO IR: {path}")
-    ov_model = _ov().Core().read_model(str(path))
+    ov_model = core().read_model(str(path))
     if not ov_model.has_rt_info(list(RT_INFO_KEY)):
         return None
     return json.loads(ov_model.get_rt_info(list(RT_INFO_KEY)).astype(str))
