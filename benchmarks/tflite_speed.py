@@ -13,7 +13,8 @@ LiteRT runs with its default delegate (XNNPACK) and, for comparison, without it 
 Every row gets the same photograph at the model's size and the same thread count; rows are timed in alternating
 rounds (one untimed run, then ``--repeats`` timed runs, per row and round); medians over all timed runs, ratios
 to LiteRT XNNPACK as the median of the per-round ratios. A zoo row returns the 21 logits at full size; its "mask"
-twin adds ``argmax(1)``, the class map the uint8 file's own graph ends with (LiteRT's float32 file returns
+twin adds the class map as ``zoo predict`` takes it (:func:`zoo.infer.predictor.class_map`: numpy's argmax
+over the classes), what the uint8 file's own graph ends with (LiteRT's float32 file returns
 logits). The zoo's input is the photo as RGB in 0..1 (the model normalises it itself); LiteRT's is the uint8
 photo (float file: scaled to [-1, 1]). Two more rows run OpenVINO fp32 and int8 with the argmax inside the
 engine (:class:`zoo.infer.openvino.OpenVinoRunner` with ``argmax=True``, on the folded model; not reachable from
@@ -43,6 +44,7 @@ from PIL import Image
 
 import zoo
 from zoo.benchmark.report import machine_description
+from zoo.infer.predictor import class_map
 from zoo.metrics import scores_from_confusion
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -157,8 +159,8 @@ def rows_for(size: int, threads: int, images: list[np.ndarray], truth) -> tuple[
     runs: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
     for name, built in fast.items():
         rows[f"{name}, logits"] = lambda b=built: b(x)
-        rows[f"{name}, mask"] = lambda b=built: b(x).argmax(1)
-        runs[f"{name}, mask"] = lambda image, b=built: b(to_tensor(image)).argmax(1)[0]
+        rows[f"{name}, mask"] = lambda b=built: class_map(b(x))
+        runs[f"{name}, mask"] = lambda image, b=built: np.asarray(class_map(b(to_tensor(image)))[0])
     for name, runner in engine_masks(fast, batches, threads).items():
         rows[name] = lambda r=runner: r(x)
         runs[name] = lambda image, r=runner: r(to_tensor(image))[0]
