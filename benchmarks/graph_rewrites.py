@@ -39,16 +39,11 @@ class PlanarUpsampling(InputFoldedModel):
     """:class:`InputFoldedModel` whose final upsampling runs on one channel at a time (reshaped, not looped)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        pad_h, pad_w = -height % self.divisor, -width % self.divisor
-        ph, pw = self.padding
-        padded = F.pad(x, (pw, pw + pad_w, ph, ph + pad_h), value=self.value)
-        logits = self.model.decoder(self.model.encoder(padded))
+        logits, size = self.decoded(x)
         n, c, h, w = logits.shape
-        size = (height + pad_h, width + pad_w)
         up = F.interpolate(logits.reshape(n * c, 1, h, w), size=size, mode="bilinear", align_corners=False)
         up = up.reshape(n, c, *size)
-        return up if (pad_h, pad_w) == (0, 0) else up[..., :height, :width]
+        return up if tuple(size) == tuple(x.shape[-2:]) else up[..., : x.shape[-2], : x.shape[-1]]
 
 
 def alternate(fns: dict, rounds: int) -> dict[str, tuple[float, float]]:

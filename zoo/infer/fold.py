@@ -221,17 +221,20 @@ class InputFoldedModel(nn.Module):
         self.value = float(model.mean[0])
         self.divisor = 1 if model.semantics == "deeplab-tf" else int(model.encoder.size_divisor)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def decoded(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The decoder's logits for ``x`` padded with the mean colour, and the padded input's size."""
         height, width = x.shape[-2:]
         pad_h, pad_w = -height % self.divisor, -width % self.divisor
         ph, pw = self.padding
         padded = F.pad(x, (pw, pw + pad_w, ph, ph + pad_h), value=self.value)
-        logits = self.model.decoder(self.model.encoder(padded))
-        size = (height + pad_h, width + pad_w)
+        return self.model.decoder(self.model.encoder(padded)), (height + pad_h, width + pad_w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits, size = self.decoded(x)
         if logits.shape[-2:] != size:
             align = self.model.semantics == "deeplab-tf"
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=align)
-        return logits if (pad_h, pad_w) == (0, 0) else logits[..., :height, :width]
+        return logits if tuple(size) == tuple(x.shape[-2:]) else logits[..., : x.shape[-2], : x.shape[-1]]
 
 
 def _first_conv(model: nn.Module, example_input: torch.Tensor) -> tuple[str | None, bool]:
