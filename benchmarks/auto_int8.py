@@ -17,8 +17,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
 import warnings
 from pathlib import Path
 
@@ -28,6 +27,9 @@ import torch
 import zoo
 from zoo.data.io import image_files, read_image, read_mask
 from zoo.infer.optimize import optimize_for_inference
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cpu_int8 import alternate, medians  # noqa: E402 - the alternating timer the other CPU benchmarks use
 
 ENGINES = (("ONNX Runtime int8", "onnxruntime", "int8"), ("OpenVINO int8", "openvino", "int8"))
 TIMED = (("ONNX Runtime fp32", "onnxruntime", "fp32"), ("OpenVINO fp32", "openvino", "fp32"), *ENGINES)
@@ -43,21 +45,9 @@ def load_images(spec: str) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
 
 def times(runners: dict, x: torch.Tensor, rounds: int) -> dict[str, tuple[float, float]]:
     """Each runner's median ms and median per-round speed-up over the first runner, in alternating rounds."""
-    runs: dict[str, list[float]] = {name: [] for name in runners}
     with torch.inference_mode():
-        for run in runners.values():
-            run(x)
-        for _ in range(rounds):
-            for name, run in runners.items():
-                run(x)
-                start = time.perf_counter()
-                run(x)
-                runs[name].append((time.perf_counter() - start) * 1e3)
-    base = runs[next(iter(runs))]
-    return {
-        n: (statistics.median(t), statistics.median(b / a for a, b in zip(t, base, strict=True)))
-        for n, t in runs.items()
-    }
+        timed = alternate({name: (lambda run=run: run(x)) for name, run in runners.items()}, rounds, repeats=1)
+    return medians(timed, next(iter(runners)))
 
 
 def main() -> None:

@@ -132,6 +132,18 @@ def alternate(candidates: dict[str, Callable[[], object]], rounds: int, repeats:
     return times
 
 
+def medians(times: dict[str, list[list[float]]], reference: str) -> dict[str, tuple[float, float]]:
+    """Per candidate of :func:`alternate`'s ``times``: the median ms over all timed runs, and the median over rounds
+    of ``reference``'s round median over the candidate's (rows alternate within a round, so a burst of load on a
+    shared machine hits both sides of a ratio)."""
+    out = {}
+    for name, rounds in times.items():
+        pairs = zip(times[reference], rounds, strict=True)
+        ratio = statistics.median(statistics.median(a) / statistics.median(b) for a, b in pairs)
+        out[name] = (statistics.median(t for r in rounds for t in r), ratio)
+    return out
+
+
 def table(rows: dict[str, tuple[str, Callable]], times: dict[str, list[list[float]]], reference: str) -> str:
     lines = ["| back-end | precision | median ms | min ms | speed-up vs smp eager |", "|---|---|---|---|---|"]
     for name, (precision, _) in rows.items():

@@ -21,9 +21,9 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
@@ -33,6 +33,9 @@ from zoo.infer.fold import InputFoldedModel, fold_batchnorm, fold_input_normalis
 from zoo.infer.openvino import OpenVinoRunner
 from zoo.infer.predictor import class_map
 from zoo.infer.quantize import calibration_batches
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cpu_int8 import alternate, medians  # noqa: E402 - the alternating timer the other CPU benchmarks use
 
 
 class PlanarUpsampling(InputFoldedModel):
@@ -46,20 +49,9 @@ class PlanarUpsampling(InputFoldedModel):
         return up if tuple(size) == tuple(x.shape[-2:]) else up[..., : x.shape[-2], : x.shape[-1]]
 
 
-def alternate(fns: dict, rounds: int) -> dict[str, tuple[float, float]]:
+def timed(fns: dict, rounds: int) -> dict[str, tuple[float, float]]:
     """Each function's median ms and median per-round ratio of the first function's time to its own."""
-    runs: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            fn()
-            start = time.perf_counter()
-            fn()
-            runs[name].append((time.perf_counter() - start) * 1e3)
-    base = runs[next(iter(runs))]
-    return {
-        name: (statistics.median(t), statistics.median(b / a for a, b in zip(t, base, strict=True)))
-        for name, t in runs.items()
-    }
+    return medians(alternate(fns, rounds, repeats=1), next(iter(fns)))
 
 
 def main() -> None:
@@ -88,7 +80,7 @@ def main() -> None:
             for name, module in variants.items()
         }
         first = runners["base"](x).argmax(1)
-        for name, (ms, ratio) in alternate({n: (lambda r=r: r(x)) for n, r in runners.items()}, args.rounds).items():
+        for name, (ms, ratio) in timed({n: (lambda r=r: r(x)) for n, r in runners.items()}, args.rounds).items():
             out = runners[name](x).argmax(1)
             same_base = (out == first).float().mean().item()
             same_torch = (out == reference).float().mean().item()
@@ -98,7 +90,7 @@ def main() -> None:
             )
     logits = runners["base"](x)
     maps = {"torch.argmax(logits, 1)": lambda: logits.argmax(1), "class_map (numpy)": lambda: class_map(logits)}
-    for name, (ms, ratio) in alternate(maps, args.rounds).items():
+    for name, (ms, ratio) in timed(maps, args.rounds).items():
         print(f"| class map of {tuple(logits.shape)} | {name} | {ms:.1f} | {ratio:.2f}x |")
 
 

@@ -32,7 +32,6 @@ Usage (from the repository root): ``source benchmarks/cpu_env.sh && $PY benchmar
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import warnings
 from collections.abc import Callable
@@ -48,7 +47,7 @@ from zoo.infer.predictor import class_map
 from zoo.metrics import scores_from_confusion
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cpu_int8 import alternate  # noqa: E402 - the alternating timer the other CPU benchmarks use
+from cpu_int8 import alternate, medians  # noqa: E402 - the alternating timer the other CPU benchmarks use
 
 MODELS = Path(__file__).resolve().parents[1] / "tests" / "data" / "real_models"
 FILES = {513: "deeplabv3_mnv2_dm05_pascal_quant.tflite", 257: "deeplabv3_257_mv_gpu.tflite"}
@@ -195,15 +194,13 @@ def table(times: dict[str, list[list[float]]], accuracy: dict, reference: str) -
         "| row | median ms | min ms | LiteRT XNNPACK time / row's time | pixels as zoo fp32 | mIoU (VOC sample) |",
         "|---|---|---|---|---|---|",
     ]
+    summary = medians(times, reference)
     for name, rounds in times.items():
         flat = [t for r in rounds for t in r]
-        pairs = zip(times[reference], rounds, strict=True)
-        ratio = statistics.median(statistics.median(a) / statistics.median(b) for a, b in pairs)
+        median, ratio = summary[name]
         agree, score = accuracy.get(name, accuracy.get(name.replace(", logits", ", mask"), (None, None)))
         cells = [f"{agree:.2%}" if agree is not None else "", f"{score:.4f}" if score is not None else ""]
-        lines.append(
-            f"| {name} | {statistics.median(flat):.1f} | {min(flat):.1f} | {ratio:.2f}x | {cells[0]} | {cells[1]} |"
-        )
+        lines.append(f"| {name} | {median:.1f} | {min(flat):.1f} | {ratio:.2f}x | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
