@@ -4,9 +4,9 @@ The folded model is exported (``torch.export``) at the input's shape, annotated 
 ``X86InductorQuantizer`` (its default static config: int8 activations per tensor, int8 weights per channel),
 calibrated on the ``calibration`` images, converted, and compiled by Inductor with ``freezing`` (the weights become
 constants, so oneDNN's int8 convolutions are fused in; AMX int8 where the CPU has it). torchao is used, not
-``torch.ao.quantization``, which torch is deleting. The graph is fixed to one input shape: each new shape is
-exported, calibrated (the images resized to it) and compiled again, as ONNX Runtime's fixed-shape sessions are.
-``torchao`` is optional (the ``torchao`` extra) and imported here only.
+torch's own eager quantization namespace, which torch is deleting. The graph is fixed to one input shape: each
+new shape is exported, calibrated (the images resized to it) and compiled again, as ONNX Runtime's fixed-shape
+sessions are. ``torchao`` is optional (the ``torchao`` extra) and imported here only.
 """
 
 from __future__ import annotations
